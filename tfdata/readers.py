@@ -1,0 +1,216 @@
+"""Readers for the two real input formats, both yielding the same batch of clips.
+
+A clip batch is a dict:
+  embedding          uint8   [B, 10, 128]  frames after the 10th are dropped, short clips zero-padded
+  num_frames         int32   [B]           real frames, 1..10 (capped at 10)
+  labels             uint8   [B, 527]      multi-hot
+  video_id           string  [B]
+  start_time_seconds float32 [B]           NaN when the source does not record it (research HDF5)
+  reason             int32   [B]           index into schema.REASON_CODES, 0 (= "ok") for a valid clip
+
+Readers never drop a record: they mark it with a reason and leave the choice to the caller.
+All paths go through tf.io.gfile, so gs:// works wherever TensorFlow supports it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfdata import schema
+
+_ZERO_FRAME = b"\x00" * schema.EMBEDDING_DIM
+_NOT_A_SEQUENCE_EXAMPLE = schema.REASON_CODES.index("not_a_sequence_example")
+
+
+def list_files(pattern: str | list[str]) -> list[str]:
+    """Sorted files matching a glob (or comma-separated globs, or a list); fails when none match."""
+    patterns = pattern.split(",") if isinstance(pattern, str) else list(pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p.strip())})
+    if not files:
+        raise FileNotFoundError(f"no files match {pattern!r}")
+    return files
+
+
+_CONTEXT_SPEC = {
+    schema.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    schema.START_TIME_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
+    schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64),
+}
+_SEQUENCE_SPEC = {schema.EMBEDDING_KEY: tf.io.RaggedFeature(tf.string)}
+
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+def parse_sequence_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses and validates a batch of serialized AudioSet SequenceExamples at once.
+
+    Raises InvalidArgumentError if any record is not a SequenceExample (or has a key of the
+    wrong type); :func:`parse_records` isolates such records.
+    """
+    context, sequence, _ = tf.io.parse_sequence_example(
+        serialized, context_features=_CONTEXT_SPEC, sequence_features=_SEQUENCE_SPEC)
+    values = sequence[schema.EMBEDDING_KEY]  # ragged string [B, (T), (values per frame)]
+    label_ids = context[schema.LABELS_KEY]  # ragged int64 [B, (L)]
+    n = tf.shape(serialized)[0]
+
+    frame_values = values.values  # ragged [F, (V)], F = all frames of the batch
+    frames = tf.RaggedTensor.from_row_splits(
+        tf.strings.reduce_join(frame_values, axis=1), values.row_splits)  # ragged string [B, (T)]
+    frame_ok = (tf.equal(frame_values.row_lengths(), 1)
+                & tf.equal(tf.strings.length(frames.flat_values), schema.EMBEDDING_DIM))  # [F]
+    decoded = tf.io.decode_raw(tf.where(frame_ok, frames.flat_values, _ZERO_FRAME), tf.uint8)  # [F, 128]
+    embedding = frames.with_flat_values(decoded)[:, :schema.NUM_FRAMES]  # ragged [B, (<=10), 128]
+    embedding = embedding.to_tensor(shape=[None, schema.NUM_FRAMES, schema.EMBEDDING_DIM])  # [B, 10, 128]
+    total_frames = tf.cast(frames.row_lengths(), tf.int32)  # [B]
+
+    in_range = (label_ids.flat_values >= 0) & (label_ids.flat_values < schema.NUM_CLASSES)  # [L_total]
+    indices = tf.stack([tf.cast(label_ids.value_rowids(), tf.int64),
+                        tf.where(in_range, label_ids.flat_values, 0)], 1)  # [L_total, 2]
+    hits = tf.scatter_nd(indices, tf.cast(in_range, tf.int32), [tf.cast(n, tf.int64), schema.NUM_CLASSES])
+    labels = tf.cast(tf.minimum(hits, 1), tf.uint8)  # [B, 527]
+
+    checks = [  # (reason, failed [B]) in order of precedence
+        ("missing_video_id", tf.equal(context[schema.VIDEO_ID_KEY], "")),
+        ("missing_labels", tf.equal(label_ids.row_lengths(), 0)),
+        ("no_frames", tf.equal(total_frames, 0)),
+        ("too_many_frames", total_frames > schema.NUM_FRAMES),
+        ("bad_frame_length", tf.reduce_any(frames.with_flat_values(~frame_ok), axis=1)),
+        ("label_out_of_range", tf.reduce_any(label_ids.with_flat_values(~in_range), axis=1)),
+    ]
+    reason = tf.zeros([n], tf.int32)
+    for name, failed in reversed(checks):
+        reason = tf.where(failed, schema.REASON_CODES.index(name), reason)
+    return {
+        "embedding": embedding,
+        "num_frames": tf.minimum(total_frames, schema.NUM_FRAMES),
+        "labels": labels,
+        "video_id": context[schema.VIDEO_ID_KEY],
+        "start_time_seconds": context[schema.START_TIME_KEY],
+        "reason": reason,
+    }
+
+
+def parse_records(records: list[bytes]) -> dict[str, np.ndarray]:
+    """:func:`parse_sequence_examples` for Python callers (the Beam job), as numpy arrays.
+
+    Parses the whole list in one call; only if that fails does it parse record by record to
+    mark the ones that are not SequenceExamples, so one bad record costs one batch a slow path.
+    """
+    try:
+        return _to_numpy(parse_sequence_examples(tf.constant(records, tf.string)))
+    except tf.errors.InvalidArgumentError:
+        pass
+    parts = []
+    for record in records:
+        try:
+            parts.append(_to_numpy(parse_sequence_examples(tf.constant([record], tf.string))))
+        except tf.errors.InvalidArgumentError:
+            parts.append(_unparseable())
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _to_numpy(batch: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
+    return {key: value.numpy() for key, value in batch.items()}
+
+
+def _unparseable() -> dict[str, np.ndarray]:
+    return {
+        "embedding": np.zeros([1, schema.NUM_FRAMES, schema.EMBEDDING_DIM], np.uint8),
+        "num_frames": np.zeros([1], np.int32),
+        "labels": np.zeros([1, schema.NUM_CLASSES], np.uint8),
+        "video_id": np.array([b""], object),
+        "start_time_seconds": np.array([np.nan], np.float32),
+        "reason": np.array([_NOT_A_SEQUENCE_EXAMPLE], np.int32),
+    }
+
+
+def read_tfrecords(pattern: str | list[str], batch_size: int = 1024,
+                   num_parallel_reads: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """Original AudioSet TFRecords (or plain shards) -> batches of clips, in file order.
+
+    Records are batched before parsing so that parsing is one vectorized op per batch.
+    A file that cannot be read to its end (truncated, bad CRC) raises DataLossError naming it.
+    """
+    files = list_files(pattern)
+    records = tf.data.TFRecordDataset(files, num_parallel_reads=num_parallel_reads)
+    return (records.batch(batch_size)
+            .map(parse_sequence_examples, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def read_hdf5(path: str, batch_size: int = 1024) -> tf.data.Dataset:
+    """The research code's packed HDF5 (x, y, video_id_list) -> batches of clips, streaming.
+
+    Reads with tensorflow-io's HDF5 dataset, which pulls rows on demand. Files written by
+    this project also carry `num_frames` and `start_time_seconds`; for the research code's
+    own files, num_frames is the number of frames up to the last one that is not all zeros
+    (the research code zero-padded short clips; a real all-zero frame has probability ~0)
+    and start_time_seconds is NaN.
+    """
+    import tensorflow_io as tfio  # its ops load slowly; only HDF5 users pay for them
+
+    names = hdf5_datasets(path)
+    columns = {
+        "embedding": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_EMBEDDING, spec=tf.uint8),
+        "labels": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_LABELS, spec=tf.bool),
+        "video_id": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_VIDEO_ID, spec=tf.string),
+    }
+    for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME):
+        if name in names:
+            columns[name] = tfio.IODataset.from_hdf5(
+                path, dataset="/" + name, spec=tf.int32 if name == schema.H5_NUM_FRAMES else tf.float32)
+    return (tf.data.Dataset.zip(columns).batch(batch_size)
+            .map(_finish_hdf5_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def hdf5_datasets(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Checks the research HDF5 layout; returns {dataset: (shape, dtype)}. Raises ValueError."""
+    import h5py
+
+    with tf.io.gfile.GFile(path, "rb") as f, h5py.File(f, "r") as h5:
+        found = {name: (h5[name].shape, h5[name].dtype) for name in h5.keys()}
+    missing = [k for k in (schema.H5_EMBEDDING, schema.H5_LABELS, schema.H5_VIDEO_ID) if k not in found]
+    if missing:
+        raise ValueError(f"{path}: HDF5 file has no dataset {', '.join(missing)}")
+    (x_shape, x_dtype), (y_shape, y_dtype), (v_shape, v_dtype) = (
+        found[schema.H5_EMBEDDING], found[schema.H5_LABELS], found[schema.H5_VIDEO_ID])
+    n = x_shape[0]
+    expected = [
+        (x_shape[1:] == (schema.NUM_FRAMES, schema.EMBEDDING_DIM) and x_dtype == np.uint8,
+         f"x is {x_dtype} {x_shape}, expected uint8 [N, {schema.NUM_FRAMES}, {schema.EMBEDDING_DIM}]"),
+        (y_shape == (n, schema.NUM_CLASSES) and y_dtype in (np.bool_, np.uint8),
+         f"y is {y_dtype} {y_shape}, expected bool [{n}, {schema.NUM_CLASSES}]"),
+        (v_shape == (n,) and v_dtype.kind == "S", f"video_id_list is {v_dtype} {v_shape}, expected bytes [{n}]"),
+    ]
+    for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME):
+        if name in found:
+            expected.append((found[name][0] == (n,), f"{name} has shape {found[name][0]}, expected [{n}]"))
+    problems = [message for ok, message in expected if not ok]
+    if problems:
+        raise ValueError(f"{path}: {'; '.join(problems)}")
+    return found
+
+
+def _finish_hdf5_batch(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    embedding = columns["embedding"]  # uint8 [B, 10, 128]
+    if schema.H5_NUM_FRAMES in columns:
+        num_frames = columns[schema.H5_NUM_FRAMES]
+    else:
+        nonzero = tf.reduce_any(embedding > 0, axis=2)  # [B, 10]
+        positions = tf.range(1, schema.NUM_FRAMES + 1) * tf.cast(nonzero, tf.int32)  # [B, 10]
+        num_frames = tf.reduce_max(positions, axis=1)  # [B]
+    n = tf.shape(embedding)[0]
+    start = columns.get(schema.H5_START_TIME, tf.fill([n], float("nan")))
+    reason = tf.where(tf.equal(num_frames, 0), schema.REASON_CODES.index("no_frames"), 0)
+    reason = tf.where(tf.reduce_any(columns["labels"], axis=1), reason,
+                      schema.REASON_CODES.index("missing_labels"))
+    reason = tf.where(tf.equal(columns["video_id"], ""), schema.REASON_CODES.index("missing_video_id"), reason)
+    return {
+        "embedding": embedding,
+        "num_frames": num_frames,
+        "labels": tf.cast(columns["labels"], tf.uint8),
+        "video_id": columns["video_id"],
+        "start_time_seconds": start,
+        "reason": reason,
+    }

@@ -1,0 +1,180 @@
+"""The AudioSet wire format: feature keys, sizes, label files and dequantization.
+
+This module is the only place that knows how AudioSet clips are stored. Every
+reader, writer, model and export goes through it.
+
+The released embeddings are VGGish's 128-d PCA output, clipped to [-2, 2] and
+scaled to 0..255 (``vggish_postprocess.py``: ``uint8((clip(x, -2, 2) + 2) * 255 / 4)``,
+which truncates). They are *unsigned* bytes: read them as ``tf.uint8``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+
+import numpy as np
+import tensorflow as tf
+
+# --- SequenceExample keys of the released TFRecords (features.tar.gz). ---
+VIDEO_ID_KEY = "video_id"
+START_TIME_KEY = "start_time_seconds"
+END_TIME_KEY = "end_time_seconds"
+LABELS_KEY = "labels"
+EMBEDDING_KEY = "audio_embedding"
+CONTEXT_KEYS = (VIDEO_ID_KEY, START_TIME_KEY, END_TIME_KEY, LABELS_KEY)
+
+# --- Sizes. ---
+NUM_CLASSES = 527
+NUM_FRAMES = 10  # one embedding per second of a 10-second clip
+EMBEDDING_DIM = 128
+
+# --- The research code's HDF5 layout (Kong et al.), plus two optional datasets
+# that this project writes so that nothing is lost in a round trip. ---
+H5_EMBEDDING = "x"  # uint8 [N, 10, 128], short clips zero-padded
+H5_LABELS = "y"  # bool [N, 527]
+H5_VIDEO_ID = "video_id_list"  # bytes [N]
+H5_NUM_FRAMES = "num_frames"  # optional int32 [N]
+H5_START_TIME = "start_time_seconds"  # optional float32 [N]
+
+# --- Quantization (VGGish postprocessing). ---
+QUANTIZE_MIN = -2.0
+QUANTIZE_MAX = 2.0
+_STEP = (QUANTIZE_MAX - QUANTIZE_MIN) / 255.0
+
+
+def dequantize(embedding: tf.Tensor) -> tf.Tensor:
+    """uint8 embedding -> float32 in VGGish units: the centre of each quantization bin.
+
+    ``(q + 0.5) * 4 / 255 - 2`` is the exact inverse of VGGish's quantizer (up to
+    the bin width of 0.0157), as youtube-8m does, rather than the research code's
+    ``(q - 128) / 128``. We pick it because it puts the released embeddings in the
+    same units as VGGish's float output, so a model trained here can be fed
+    embeddings computed from new audio without knowing about bytes. Training,
+    evaluation and serving all call this function (inside the model).
+    """
+    if embedding.dtype != tf.uint8:
+        raise TypeError(f"dequantize expects uint8 embeddings, got {embedding.dtype.name}")
+    return (tf.cast(embedding, tf.float32) + 0.5) * _STEP + QUANTIZE_MIN
+
+
+def quantize(embedding: np.ndarray) -> np.ndarray:
+    """float VGGish PCA output -> uint8, exactly as ``vggish_postprocess.py`` does."""
+    clipped = np.clip(embedding, QUANTIZE_MIN, QUANTIZE_MAX)
+    return ((clipped - QUANTIZE_MIN) * (255.0 / (QUANTIZE_MAX - QUANTIZE_MIN))).astype(np.uint8)
+
+
+# --- Class label files (class_labels_indices.csv: index,mid,display_name). ---
+@dataclasses.dataclass(frozen=True)
+class ClassLabels:
+    mids: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.mids) != NUM_CLASSES or len(self.names) != NUM_CLASSES:
+            raise ValueError(f"expected {NUM_CLASSES} classes, got {len(self.mids)}")
+
+    def index_of_mid(self) -> dict[str, int]:
+        return {mid: i for i, mid in enumerate(self.mids)}
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(["index", "mid", "display_name"])
+        for i, (mid, name) in enumerate(zip(self.mids, self.names)):
+            writer.writerow([i, mid, name])
+        return out.getvalue()
+
+
+def read_class_labels(path: str) -> ClassLabels:
+    """Reads ``class_labels_indices.csv`` (local or ``gs://``); indices must be 0..526 in order."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(rows[0]) != {"index", "mid", "display_name"}:
+        raise ValueError(f"{path}: not a class_labels_indices.csv (columns index,mid,display_name)")
+    if [int(r["index"]) for r in rows] != list(range(len(rows))):
+        raise ValueError(f"{path}: indices are not 0..{len(rows) - 1} in order")
+    return ClassLabels(tuple(r["mid"] for r in rows), tuple(r["display_name"] for r in rows))
+
+
+# --- Validation: why a record is not a usable clip. The Beam job counts these
+# names in its manifest; readers that skip records count them too. ---
+OK = "ok"
+REJECT_REASONS = (
+    "not_a_sequence_example",  # bytes that do not parse as tf.train.SequenceExample
+    "missing_video_id",
+    "missing_labels",  # no `labels` context feature, or an empty one
+    "no_frames",  # no `audio_embedding` feature list, or an empty one
+    "too_many_frames",  # more than NUM_FRAMES: not a 10-second AudioSet clip
+    "bad_frame_length",  # a frame whose byte string is not EMBEDDING_DIM bytes
+    "label_out_of_range",  # a label id outside 0..NUM_CLASSES-1
+    "duplicate",  # same (video_id, start_time_seconds) seen before (Beam job only)
+)
+# Codes returned by the vectorized validator, in order of precedence.
+REASON_CODES = (OK,) + REJECT_REASONS
+
+
+# --- Balanced training shards written by beam_pipelines.build_shards. ---
+# One tf.train.Example per *block* of BLOCK_SIZE clips of one class (clips are
+# repeated to fill the last block of a small class), so that the reader moves
+# large byte strings instead of single clips. Plain shards (holdout, eval) are
+# validated SequenceExamples in the released format and need no format of their own.
+SHARD_SCHEMA_VERSION = 1
+BLOCK_CLASS_KEY = "class_index"  # int64 [1]
+BLOCK_EMBEDDING_KEY = "embedding"  # bytes: uint8 [K, NUM_FRAMES, EMBEDDING_DIM]
+BLOCK_NUM_FRAMES_KEY = "num_frames"  # bytes: uint8 [K]
+BLOCK_LABELS_KEY = "labels"  # bytes: np.packbits(multi-hot [K, 528]) -> uint8 [K, 66]
+PACKED_LABEL_BYTES = (NUM_CLASSES + 7) // 8  # 66
+
+
+def encode_block(class_index: int, embedding: np.ndarray, num_frames: np.ndarray,
+                 labels: np.ndarray) -> bytes:
+    """Serializes one block: embedding uint8 [K,10,128], num_frames [K], labels 0/1 [K,527]."""
+    k = embedding.shape[0]
+    if embedding.shape != (k, NUM_FRAMES, EMBEDDING_DIM) or embedding.dtype != np.uint8:
+        raise ValueError(f"block embedding must be uint8 [K,{NUM_FRAMES},{EMBEDDING_DIM}], got "
+                         f"{embedding.dtype} {embedding.shape}")
+    if num_frames.shape != (k,) or labels.shape != (k, NUM_CLASSES):
+        raise ValueError(f"block of {k} clips has num_frames {num_frames.shape}, labels {labels.shape}")
+    packed = np.packbits(labels.astype(bool), axis=1)  # [K, 66]
+    feature = {
+        BLOCK_CLASS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[class_index])),
+        BLOCK_EMBEDDING_KEY: _bytes_feature(embedding.tobytes()),
+        BLOCK_NUM_FRAMES_KEY: _bytes_feature(num_frames.astype(np.uint8).tobytes()),
+        BLOCK_LABELS_KEY: _bytes_feature(packed.tobytes()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def decode_blocks(serialized: tf.Tensor, block_size: int) -> dict[str, tf.Tensor]:
+    """Vectorized inverse of :func:`encode_block` for a batch of N serialized blocks.
+
+    Returns class_index int64 [N], embedding uint8 [N, K, 10, 128], num_frames int32 [N, K],
+    labels uint8 [N, K, 527].
+    """
+    parsed = tf.io.parse_example(serialized, {
+        BLOCK_CLASS_KEY: tf.io.FixedLenFeature([], tf.int64),
+        BLOCK_EMBEDDING_KEY: tf.io.FixedLenFeature([], tf.string),
+        BLOCK_NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.string),
+        BLOCK_LABELS_KEY: tf.io.FixedLenFeature([], tf.string),
+    })
+    k = block_size
+    embedding = tf.io.decode_raw(parsed[BLOCK_EMBEDDING_KEY], tf.uint8)  # [N, K*10*128]
+    embedding = tf.reshape(embedding, [-1, k, NUM_FRAMES, EMBEDDING_DIM])  # [N, K, 10, 128]
+    num_frames = tf.io.decode_raw(parsed[BLOCK_NUM_FRAMES_KEY], tf.uint8)  # [N, K]
+    packed = tf.io.decode_raw(parsed[BLOCK_LABELS_KEY], tf.uint8)  # [N, K*66]
+    packed = tf.reshape(packed, [-1, k, PACKED_LABEL_BYTES, 1])  # [N, K, 66, 1]
+    shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.uint8)  # np.packbits is big-endian
+    bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), 1)  # [N, K, 66, 8]
+    labels = tf.reshape(bits, [-1, k, PACKED_LABEL_BYTES * 8])[..., :NUM_CLASSES]  # [N, K, 527]
+    return {
+        "class_index": parsed[BLOCK_CLASS_KEY],
+        "embedding": embedding,
+        "num_frames": tf.cast(num_frames, tf.int32),
+        "labels": labels,
+    }
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
