@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -47,8 +48,8 @@ class SyntheticConfig:
     seed: int = 0
     noise: float = 0.6  # std of per-frame noise, in VGGish units (the quantizer clips at +-2)
     background: float = 0.3  # std of the per-clip background vector
-    signal: float = 0.12  # std of each prototype component
-    family_share: float = 0.6  # how much of a prototype is its family's vector
+    signal: float = 0.4  # std of each prototype component
+    family_share: float = 0.5  # how much of a prototype is its family's vector
     distractor_fraction: float = 0.3
 
 
@@ -169,7 +170,8 @@ def write_hdf5(config: SyntheticConfig, path: str) -> None:
     import h5py
 
     n = config.num_clips
-    with tf.io.gfile.GFile(path, "wb") as f, h5py.File(f, "w") as h5:
+    local = path if "://" not in path else os.path.join(tempfile.mkdtemp(), "clips.h5")
+    with h5py.File(local, "w") as h5:
         columns = {
             schema.H5_EMBEDDING: h5.create_dataset(schema.H5_EMBEDDING, (n, schema.NUM_FRAMES, schema.EMBEDDING_DIM), np.uint8),
             schema.H5_LABELS: h5.create_dataset(schema.H5_LABELS, (n, schema.NUM_CLASSES), np.bool_),
@@ -185,6 +187,9 @@ def write_hdf5(config: SyntheticConfig, path: str) -> None:
             for name, column in columns.items():
                 column[begin:end] = clip[source[name]]
             begin = end
+    if local != path:  # h5py needs a seekable local file; copy to gs:// and the like afterwards
+        tf.io.gfile.copy(local, path, overwrite=True)
+        os.remove(local)
 
 
 def main(argv: list[str] | None = None) -> int:

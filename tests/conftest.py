@@ -1,0 +1,33 @@
+"""Shared fixtures: the real AudioSet data beside the repository, and small synthetic corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIOSET = REPO_ROOT.parent / "shared" / "data" / "audioset"
+
+
+@pytest.fixture(scope="session")
+def audioset_dir() -> Path:
+    """../shared/data/audioset (the real bal_train split); tests using it skip when it is absent."""
+    if not (SHARED_AUDIOSET / "bal_train").is_dir():
+        pytest.skip(f"real AudioSet data not found at {SHARED_AUDIOSET}")
+    return SHARED_AUDIOSET
+
+
+@pytest.fixture(scope="session")
+def synthetic_tfrecords(tmp_path_factory) -> Path:
+    """2,000 synthetic clips in the released TFRecord layout, with class_labels_indices.csv (seed 7)."""
+    from tfdata import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic")
+    config = synthetic.SyntheticConfig(num_clips=2000, seed=7)
+    synthetic.write_tfrecords(config, str(out))
+    (out / "class_labels_indices.csv").write_text(synthetic.class_labels().to_csv())
+    return out

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdata import schema
+
+
+def test_dequantize_is_the_bin_centre_of_vggish_quantization():
+    q = tf.constant([0, 1, 127, 128, 254, 255], tf.uint8)
+    x = schema.dequantize(q).numpy()
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, (np.array([0, 1, 127, 128, 254, 255]) + 0.5) * 4 / 255 - 2, atol=1e-6)
+    assert -2 < x[0] < -2 + 4 / 255  # bin 0 is [-2, -2 + 4/255)
+
+
+def test_dequantize_inverts_quantize_within_half_a_bin():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-1.99, 1.99, 10_000).astype(np.float32)
+    restored = schema.dequantize(tf.constant(schema.quantize(values))).numpy()
+    assert np.abs(restored - values).max() <= 2 / 255 + 1e-6
+
+
+def test_quantize_clips_like_vggish():
+    assert schema.quantize(np.array([-5.0, 5.0])).tolist() == [0, 255]
+
+
+def test_dequantize_refuses_signed_or_float_input():
+    with pytest.raises(TypeError, match="uint8"):
+        schema.dequantize(tf.constant([-1], tf.int8))
+
+
+def test_bytes_are_read_unsigned():
+    # A byte >= 128 would be negative if read as int8.
+    decoded = tf.io.decode_raw(tf.constant([bytes([200, 255, 0])]), tf.uint8)
+    assert decoded.numpy().tolist() == [[200, 255, 0]]
+    assert schema.dequantize(decoded).numpy()[0, 0] > 1.0
+
+
+def test_block_round_trip():
+    rng = np.random.default_rng(1)
+    k = 5
+    embedding = rng.integers(0, 256, [k, schema.NUM_FRAMES, schema.EMBEDDING_DIM]).astype(np.uint8)
+    num_frames = np.array([10, 3, 10, 1, 7])
+    labels = (rng.random([k, schema.NUM_CLASSES]) < 0.01).astype(np.uint8)
+    labels[:, 526] = 1  # the last class sits in the padding byte of the packed bits
+    blocks = [schema.encode_block(526, embedding, num_frames, labels)] * 2
+    decoded = {key: v.numpy() for key, v in schema.decode_blocks(tf.constant(blocks), k).items()}
+    assert decoded["class_index"].tolist() == [526, 526]
+    np.testing.assert_array_equal(decoded["embedding"][1], embedding)
+    np.testing.assert_array_equal(decoded["num_frames"][0], num_frames)
+    np.testing.assert_array_equal(decoded["labels"][0], labels)
+    assert decoded["labels"].dtype == np.uint8
+
+
+def test_encode_block_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="uint8"):
+        schema.encode_block(0, np.zeros([2, 9, 128], np.uint8), np.ones(2), np.zeros([2, 527]))
+
+
+def test_class_labels_round_trip(tmp_path):
+    labels = schema.ClassLabels(tuple(f"/m/{i}" for i in range(527)), tuple(f'Name, "{i}"' for i in range(527)))
+    path = tmp_path / "class_labels_indices.csv"
+    path.write_text(labels.to_csv())
+    assert schema.read_class_labels(str(path)) == labels
+
+
+def test_real_class_labels(audioset_dir):
+    labels = schema.read_class_labels(str(audioset_dir / "class_labels_indices.csv"))
+    assert labels.names[0] == "Speech" and labels.mids[0] == "/m/09x0r"
+
+
+def test_class_labels_with_wrong_columns_are_refused(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a class_labels_indices.csv"):
+        schema.read_class_labels(str(path))

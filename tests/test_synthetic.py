@@ -1,0 +1,95 @@
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tfdata import readers, schema, synthetic
+
+
+@pytest.fixture(scope="module")
+def clips(synthetic_tfrecords):
+    batches = list(readers.read_tfrecords(str(synthetic_tfrecords / "*.tfrecord")).as_numpy_iterator())
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+def test_files_parse_with_the_real_data_reader(clips, synthetic_tfrecords):
+    assert len(clips["video_id"]) == 2000
+    assert (clips["reason"] == 0).all()
+    files = sorted(p.name for p in synthetic_tfrecords.glob("*.tfrecord"))
+    assert all(len(name) == len("ab.tfrecord") for name in files)  # named by video id prefix
+    assert all(len(v) == 11 for v in clips["video_id"])
+    assert len(set(clips["video_id"])) == 2000
+
+
+def test_label_counts_follow_the_documented_distribution(clips):
+    per_clip = clips["labels"].sum(axis=1)
+    assert per_clip.min() >= 1 and per_clip.max() <= synthetic.MAX_LABELS
+    assert 2.2 < per_clip.mean() < 2.6  # AudioSet averages about 2.4
+
+
+def test_class_frequencies_are_long_tailed():
+    # 40,000 clips drawn in memory (no files) so the tail is visible.
+    labels = np.concatenate([c["labels"] for c in synthetic.generate(synthetic.SyntheticConfig(num_clips=40_000, seed=1))])
+    share = np.sort(labels.mean(axis=0))[::-1]  # fraction of clips holding each class
+    assert share[0] > 0.25  # the most frequent class is in a quarter of the clips or more
+    assert share[:10].sum() / share.sum() > 0.3  # ten classes hold a third of all labels
+    assert np.median(share) < share[0] / 50  # the typical class is rare
+    assert share[-1] > 0  # yet every class occurs
+
+
+def test_about_two_percent_of_clips_are_short(clips):
+    short = clips["num_frames"] < schema.NUM_FRAMES
+    assert 0.01 < short.mean() < 0.035
+    assert clips["num_frames"].min() >= 1
+
+
+def test_weak_labels_short_sounds_are_only_in_some_frames():
+    config = synthetic.SyntheticConfig(num_clips=1000, seed=2)
+    model = synthetic.class_model(config.seed, config)
+    assert (model.durations < 5).mean() > 0.4 and (model.durations >= 8).mean() > 0.25
+
+
+def test_same_seed_same_bytes(tmp_path):
+    def digest(out):
+        subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", str(out), "--num_clips", "300",
+                        "--seed", "5"], check=True, cwd=REPO_ROOT, capture_output=True)
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
+
+    first, second = digest(tmp_path / "a"), digest(tmp_path / "b")
+    assert first == second and "class_labels_indices.csv" in first
+    other = synthetic.SyntheticConfig(num_clips=300, seed=6)
+    synthetic.write_tfrecords(other, str(tmp_path / "c"))
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "c").iterdir()} != first
+
+
+def test_class_labels_file_is_valid(synthetic_tfrecords):
+    labels = schema.read_class_labels(str(synthetic_tfrecords / "class_labels_indices.csv"))
+    assert len(set(labels.mids)) == schema.NUM_CLASSES
+
+
+def test_a_simple_model_learns_well_above_chance():
+    """Logistic regression on max-pooled frames, a few seconds of training: well above chance."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import average_precision_score
+
+    config = synthetic.SyntheticConfig(num_clips=6000, seed=11)
+    data = _stack(synthetic.generate(config))
+    x = schema.dequantize(data["embedding"]).numpy().max(axis=1)  # [N, 128]
+    y = data["labels"].astype(np.int64)
+    top = np.argsort(-y.sum(axis=0))[:20]  # the 20 most frequent classes, each with enough positives
+    train, test = slice(0, 5000), slice(5000, None)
+    aps, chance = [], []
+    for c in top:
+        clf = SGDClassifier(loss="log_loss", alpha=1e-4, max_iter=20, tol=None, random_state=0)
+        clf.fit(x[train], y[train, c])
+        aps.append(average_precision_score(y[test, c], clf.decision_function(x[test])))
+        chance.append(y[test, c].mean())
+    assert np.mean(aps) > 3 * np.mean(chance) and np.mean(aps) > 0.3, (np.mean(aps), np.mean(chance))
+
+
+def _stack(chunks):
+    chunks = list(chunks)
+    return {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
