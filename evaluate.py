@@ -1,0 +1,66 @@
+"""Evaluates exported models on AudioSet clips: mAP, AUC, d-prime, per class, with a plot.
+
+    python evaluate.py --saved_model DIR [DIR ...] --data PATH --output_dir R [--train_manifest M]
+    python evaluate.py --compare R1 R2 ... [--output table.md]
+
+--data is a glob of AudioSet TFRecords (e.g. the release's eval/*.tfrecord) or shards written by
+the Beam job (their plain split). Several --saved_model values average their scores first.
+Invalid records are skipped, counted by reason and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import models  # noqa: F401  (quiet TensorFlow logs before it loads)
+import numpy as np
+import tensorflow as tf
+
+from models import evaluation, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--saved_model", nargs="+", help="one or more exported models; scores are averaged")
+    parser.add_argument("--data", help="glob of AudioSet TFRecords, or a shards directory")
+    parser.add_argument("--output_dir", help="where metrics.json, per_class.csv, scores.npz, per_class.png go")
+    parser.add_argument("--train_manifest", help="the training shards' manifest.json: x axis of the plot")
+    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--compare", nargs="+", metavar="R", help="print a table of several evaluations")
+    parser.add_argument("--output", help="with --compare: also write the table (Markdown) here")
+    args = parser.parse_args(argv)
+    try:
+        if args.compare:
+            table = evaluation.compare(args.compare)
+            print(table, end="")
+            if args.output:
+                with tf.io.gfile.GFile(args.output, "w") as f:
+                    f.write(table)
+            return 0
+        if not (args.saved_model and args.data and args.output_dir):
+            parser.error("--saved_model, --data and --output_dir are required (or use --compare)")
+        if args.batch_size < 1:
+            parser.error("--batch_size must be positive")
+        train_counts = None
+        if args.train_manifest:
+            with tf.io.gfile.GFile(args.train_manifest) as f:
+                train_counts = np.array(json.load(f)["class_counts"])
+        names = evaluation.class_names(args.saved_model[0])
+        scored = evaluation.score(args.saved_model, evaluation.eval_files(args.data), args.batch_size)
+        result = metrics.compute(scored.labels, scored.scores)
+        evaluation.write_results(args.output_dir, scored, result, names, args.saved_model, args.data, train_counts)
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+        print(f"error: {getattr(e, 'message', None) or e}".splitlines()[0], file=sys.stderr)
+        return 1
+    evaluation.print_table(result, names)
+    if scored.skipped:
+        print(f"skipped invalid records: {scored.skipped}")
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and per_class.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

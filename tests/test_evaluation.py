@@ -1,0 +1,139 @@
+"""evaluate.py and predict.py against small SavedModels with a known scoring function."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import evaluate
+import predict
+from models import evaluation
+from tfdata import readers, schema, synthetic
+
+
+class _LinearScorer(tf.Module):
+    """scores = sigmoid(mean over real frames of dequantized frames @ w): a stand-in exported model."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(seed).normal(0, 0.3, [128, 527]).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        clips = readers.parse_sequence_examples(examples)
+        x = schema.dequantize(clips["embedding"])  # [B, 10, 128]
+        mask = tf.sequence_mask(clips["num_frames"], schema.NUM_FRAMES, tf.float32)[..., None]  # [B, 10, 1]
+        mean = tf.reduce_sum(x * mask, 1) / tf.reduce_sum(mask, 1)  # [B, 128]
+        return {"scores": tf.sigmoid(mean @ self.w)}
+
+
+def _export(path, seed, labels_csv):
+    module = _LinearScorer(seed)
+    module.labels = tf.saved_model.Asset(str(labels_csv))
+    tf.saved_model.save(module, str(path), signatures={"serve_examples": module.serve_examples})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, synthetic_tfrecords):
+    root = tmp_path_factory.mktemp("models")
+    csv = synthetic_tfrecords / "class_labels_indices.csv"
+    return _export(root / "a", 1, csv), _export(root / "b", 2, csv)
+
+
+def _evaluate(tmp_path, models, data, name="r"):
+    out = tmp_path / name
+    assert evaluate.main(["--saved_model", *models, "--data", str(data), "--output_dir", str(out)]) == 0
+    return out
+
+
+def test_metrics_equal_sklearn_over_the_saved_scores(tmp_path, exported, synthetic_tfrecords):
+    from sklearn.metrics import average_precision_score
+
+    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+    saved = np.load(out / "scores.npz")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_clips"] == len(saved["scores"]) == 2000
+    labels = saved["labels"].astype(bool)
+    scored = [c for c in range(527) if labels[:, c].any()]
+    assert m["num_classes_scored"] == len(scored) and m["num_classes_left_out"] == 527 - len(scored)
+    expected = np.mean([average_precision_score(labels[:, c], saved["scores"][:, c]) for c in scored])
+    assert abs(m["mAP"] - expected) < 1e-9
+    assert len(m["per_class"]) == 527 and m["per_class"][0]["name"] == "Synthetic class 0"
+    assert (out / "per_class.csv").read_text().startswith("index,name,positives,AP,AUC\n")
+
+
+def test_snapshot_averaging(tmp_path, exported, synthetic_tfrecords):
+    data = synthetic_tfrecords / "*.tfrecord"
+    a, b = (np.load(_evaluate(tmp_path, [m], data, n) / "scores.npz")["scores"] for n, m in zip("ab", exported))
+    same = np.load(_evaluate(tmp_path, [exported[0]] * 2, data, "aa") / "scores.npz")["scores"]
+    mean = np.load(_evaluate(tmp_path, list(exported), data, "ab") / "scores.npz")["scores"]
+    np.testing.assert_allclose(same, a, atol=1e-7)
+    np.testing.assert_allclose(mean, (a + b) / 2, atol=1e-6)
+    assert not np.allclose(a, b)
+
+
+def test_plot_is_a_png_of_the_expected_size(tmp_path, exported, synthetic_tfrecords):
+    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+    png = (out / "per_class.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    w, h = evaluation.PLOT_SIZE_INCHES
+    assert (width, height) == (w * evaluation.PLOT_DPI, h * evaluation.PLOT_DPI)
+
+
+def test_compare_lists_every_run(tmp_path, exported, synthetic_tfrecords, capsys):
+    runs = [str(_evaluate(tmp_path, [m], synthetic_tfrecords / "*.tfrecord", n)) for n, m in zip("ab", exported)]
+    capsys.readouterr()
+    assert evaluate.main(["--compare", *runs, "--output", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert capsys.readouterr().out == table
+    for run in runs:
+        m = json.loads((tmp_path / os.path.basename(run) / "metrics.json").read_text())
+        assert f"| {run} |" in table and f"{m['mAP']:.3f}" in table
+
+
+def test_predict_equals_evaluation_scores(tmp_path, exported, synthetic_tfrecords, capsys):
+    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+    saved = np.load(out / "scores.npz")
+    files = sorted(synthetic_tfrecords.glob("*.tfrecord"))[:3]
+    capsys.readouterr()
+    assert predict.main(["--saved_model", exported[0], "--input", ",".join(map(str, files)), "--top_k", "3",
+                         "--output", str(tmp_path / "p.jsonl")]) == 0
+    lines = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(printed) > 0
+    row = {v.decode(): i for i, v in enumerate(saved["video_id"])}
+    for line in lines:
+        scores = saved["scores"][row[line["video_id"]]]
+        assert [t["index"] for t in line["top"]] == np.argsort(-scores, kind="stable")[:3].tolist()
+        np.testing.assert_allclose([t["score"] for t in line["top"]], np.sort(scores)[::-1][:3], rtol=1e-6)
+        assert line["top"][0]["name"].startswith("Synthetic class")
+
+
+def test_predict_accepts_clips_longer_than_ten_seconds(tmp_path, exported):
+    clip = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=1, seed=9)))
+    record = tf.train.SequenceExample.FromString(synthetic.sequence_example(clip, 0))
+    frames = record.feature_lists.feature_list[schema.EMBEDDING_KEY].feature
+    for _ in range(50):  # a 60-second recording
+        frames.add().bytes_list.value.append(bytes(128))
+    with tf.io.TFRecordWriter(str(tmp_path / "long.tfrecord")) as w:
+        w.write(record.SerializeToString())
+    assert predict.main(["--saved_model", exported[0], "--input", str(tmp_path / "long.tfrecord"),
+                         "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--saved_model", "{tmp}", "--data", "{data}", "--output_dir", "{tmp}/r"], "not a SavedModel"),
+    (["--saved_model", "{model}", "--data", "{tmp}/none/*.tfrecord", "--output_dir", "{tmp}/r"], "no files match"),
+    (["--compare", "{tmp}"], "no metrics.json"),
+])
+def test_user_errors_are_one_line(tmp_path, exported, synthetic_tfrecords, capsys, args, message):
+    fill = {"tmp": str(tmp_path), "data": str(synthetic_tfrecords / "*.tfrecord"), "model": exported[0]}
+    assert evaluate.main([a.format(**fill) for a in args]) != 0
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

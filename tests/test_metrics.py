@@ -1,0 +1,56 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from models import metrics
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    labels = (rng.random([300, 20]) < 0.1).astype(np.uint8)
+    labels[:, 3] = 0  # a class without positives
+    scores = np.clip(labels * 0.3 + rng.random([300, 20]) * 0.8, 0, 1)
+    return labels, scores
+
+
+def test_metrics_equal_an_independent_computation(data):
+    labels, scores = data
+    m = metrics.compute(labels, scores)
+    scored = [c for c in range(20) if labels[:, c].any()]
+    assert m.num_classes_scored == 19 and m.num_classes_left_out == 1
+    assert m.mAP == pytest.approx(np.mean([average_precision_score(labels[:, c], scores[:, c]) for c in scored]), abs=1e-9)
+    auc = np.mean([roc_auc_score(labels[:, c], scores[:, c]) for c in scored])
+    assert m.AUC == pytest.approx(auc, abs=1e-9)
+    assert m.d_prime == pytest.approx(math.sqrt(2) * stats.norm.ppf(auc), abs=1e-9)
+    assert m.per_class[3].ap is None and m.per_class[3].positives == 0
+    assert m.num_clips == 300
+
+
+def test_perfect_scores_give_one(data):
+    labels, _ = data
+    m = metrics.compute(labels, labels.astype(float))
+    assert m.mAP == 1.0 and m.AUC == 1.0 and math.isinf(m.d_prime)
+
+
+def test_chance_scores_give_auc_near_half(data):
+    labels, _ = data
+    m = metrics.compute(labels, np.random.default_rng(1).random(labels.shape))
+    assert abs(m.AUC - 0.5) < 0.06 and abs(m.d_prime) < 0.25
+
+
+def test_class_with_only_positives_has_ap_but_no_auc():
+    labels = np.array([[1, 0], [1, 1], [1, 0]])
+    m = metrics.compute(labels, np.array([[0.2, 0.1], [0.9, 0.8], [0.5, 0.3]]))
+    assert m.per_class[0].ap == 1.0 and m.per_class[0].auc is None
+    assert m.AUC == 1.0
+
+
+def test_shape_mismatch_and_empty_input_are_refused():
+    with pytest.raises(ValueError, match="must both be"):
+        metrics.compute(np.zeros([3, 2]), np.zeros([3, 3]))
+    with pytest.raises(ValueError, match="no class has a positive"):
+        metrics.compute(np.zeros([3, 2]), np.zeros([3, 2]))
