@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import evaluation, metrics
+from tfdata import readers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         result = metrics.compute(scored.labels, scored.scores)
         evaluation.write_results(args.output_dir, scored, result, names, args.saved_model, args.data, train_counts)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
-        print(f"error: {getattr(e, 'message', None) or e}".splitlines()[0], file=sys.stderr)
+        print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
     evaluation.print_table(result, names)
     if scored.skipped:

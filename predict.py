@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         scored = evaluation.score([args.saved_model], readers.list_files(args.input), args.batch_size,
                                    progress=None, any_length=True)
     except (OSError, ValueError, tf.errors.OpError) as e:
-        print(f"error: {getattr(e, 'message', None) or e}".splitlines()[0], file=sys.stderr)
+        print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
     out = tf.io.gfile.GFile(args.output, "w") if args.output else None
     for video_id, start, scores in zip(scored.video_id, scored.start_time_seconds, scored.scores):

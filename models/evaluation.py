@@ -85,26 +85,38 @@ def score(saved_models: list[str], files: list[str], batch_size: int = 1024, pro
     records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).batch(batch_size)
     parts, skipped = [], np.zeros(len(schema.REASON_CODES), np.int64)
     start, done = time.monotonic(), 0
-    for serialized in records.prefetch(2):
-        clips = readers.parse_sequence_examples(serialized)
-        reason = clips["reason"].numpy()
-        valid = np.isin(reason, accepted)
-        skipped += np.bincount(reason[~valid], minlength=len(schema.REASON_CODES))
-        examples = tf.boolean_mask(serialized, valid)
-        scores = np.mean([m(examples=examples)["scores"].numpy() for m in models], axis=0)
-        parts.append({key: tf.boolean_mask(clips[key], valid).numpy()
-                      for key in ("video_id", "start_time_seconds", "labels")} | {"scores": scores})
-        done += len(valid)
-        if progress:
-            print(f"\rscored {done} clips ({done / (time.monotonic() - start):.0f} clips/s)", end="", file=progress)
+    try:
+        for serialized in records.prefetch(2):
+            _score_batch(serialized, models, accepted, parts, skipped)
+            done += int(tf.size(serialized))
+            if progress:
+                print(f"\rscored {done} clips ({done / (time.monotonic() - start):.0f} clips/s)", end="", file=progress)
+    except tf.errors.DataLossError:
+        raise ValueError(readers.find_data_loss(files)) from None
     if progress:
         print(file=progress)
     if not parts:
-        raise ValueError(f"no records in {len(files)} file(s)")
+        raise ValueError(f"no valid clip in {len(files)} file(s) (skipped: {_named(skipped) or 'none'})")
     joined = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return Scored(joined["video_id"], joined["start_time_seconds"], joined["labels"],
                   joined["scores"].astype(np.float32),
-                  {name: int(n) for name, n in zip(schema.REASON_CODES[1:], skipped[1:]) if n})
+                  _named(skipped))
+
+
+def _named(counts: np.ndarray) -> dict[str, int]:
+    return {name: int(n) for name, n in zip(schema.REASON_CODES, counts) if n}
+
+
+def _score_batch(serialized: tf.Tensor, models, accepted, parts, skipped) -> None:
+    records = serialized.numpy()
+    clips = readers.parse_records(records.tolist())  # marks records that are not SequenceExamples
+    valid = np.isin(clips["reason"], accepted)
+    skipped += np.bincount(clips["reason"][~valid], minlength=len(schema.REASON_CODES))
+    if not valid.any():
+        return
+    examples = tf.constant(records[valid])
+    scores = np.mean([m(examples=examples)["scores"].numpy() for m in models], axis=0)
+    parts.append({key: clips[key][valid] for key in ("video_id", "start_time_seconds", "labels")} | {"scores": scores})
 
 
 def write_results(output_dir: str, scored: Scored, result: metrics_lib.Metrics, names: tuple[str, ...],

@@ -137,3 +137,25 @@ def test_user_errors_are_one_line(tmp_path, exported, synthetic_tfrecords, capsy
     assert evaluate.main([a.format(**fill) for a in args]) != 0
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_records_are_skipped_and_counted(tmp_path, exported, synthetic_tfrecords, capsys):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(good))]
+    with tf.io.TFRecordWriter(str(tmp_path / "mixed.tfrecord")) as w:
+        w.write(b"not a sequence example")
+        for r in records:
+            w.write(r)
+    out = _evaluate(tmp_path, exported[:1], tmp_path / "mixed.tfrecord")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_clips"] == len(records) and m["skipped_records"] == {"not_a_sequence_example": 1}
+    assert "skipped invalid records" in capsys.readouterr().out
+
+
+def test_a_truncated_file_is_named_in_a_one_line_error(tmp_path, exported, synthetic_tfrecords, capsys):
+    data = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0].read_bytes()
+    (tmp_path / "cut.tfrecord").write_bytes(data[: len(data) - 100])
+    assert evaluate.main(["--saved_model", exported[0], "--data", str(tmp_path / "cut.tfrecord"),
+                          "--output_dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cut.tfrecord'}: truncated record" in err and err.count("\n") == 1

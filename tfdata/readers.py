@@ -14,6 +14,8 @@ All paths go through tf.io.gfile, so gs:// works wherever TensorFlow supports it
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -214,3 +216,25 @@ def _finish_hdf5_batch(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         "start_time_seconds": start,
         "reason": reason,
     }
+
+
+def error_message(error: Exception) -> str:
+    """One line for a user: a TensorFlow error without its graph-node prefix and op suffix."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.S)
+    return text.strip().splitlines()[0]
+
+
+def find_data_loss(files: list[str]) -> str:
+    """Names the first file that cannot be read to its end, after tf.data raised DataLossError.
+
+    TFRecordDataset's error does not say which file failed; this reads the files one by one.
+    """
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20):
+                pass
+        except tf.errors.DataLossError as e:
+            return f"{path}: {error_message(e)}"
+    return f"one of {len(files)} files could not be read to its end"

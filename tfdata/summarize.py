@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             dataset = readers.read_tfrecords(args.input)
         names = schema.read_class_labels(args.class_labels).names if args.class_labels else None
         s = summarize(dataset)
+    except tf.errors.DataLossError:
+        print(f"error: {readers.find_data_loss(readers.list_files(args.input))}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, tf.errors.OpError) as e:
-        print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
+        print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 2
     counts = s["class_counts"]
     print(f"clips: {s['clips']}  ({s['short_clips']} shorter than {schema.NUM_FRAMES} frames)")
