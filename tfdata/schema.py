@@ -110,9 +110,26 @@ REJECT_REASONS = (
     "bad_frame_length",  # a frame whose byte string is not EMBEDDING_DIM bytes
     "label_out_of_range",  # a label id outside 0..NUM_CLASSES-1
     "duplicate",  # same (video_id, start_time_seconds) seen before (Beam job only)
+    "unreadable_data",  # the rest of a TFRecord file after a truncated or corrupt record (Beam job only)
 )
 # Codes returned by the vectorized validator, in order of precedence.
 REASON_CODES = (OK,) + REJECT_REASONS
+
+
+def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_frames: int,
+                            label_ids: list[int], embedding: np.ndarray) -> bytes:
+    """One clip -> a serialized SequenceExample in the released format (frames past num_frames dropped)."""
+    context = {
+        VIDEO_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
+        START_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds])),
+        END_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds + num_frames])),
+        LABELS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=label_ids)),
+    }
+    frames = [_bytes_feature(row.tobytes()) for row in embedding[:num_frames]]
+    return tf.train.SequenceExample(
+        context=tf.train.Features(feature=context),
+        feature_lists=tf.train.FeatureLists(feature_list={EMBEDDING_KEY: tf.train.FeatureList(feature=frames)}),
+    ).SerializeToString()
 
 
 # --- Balanced training shards written by beam_pipelines.build_shards. ---

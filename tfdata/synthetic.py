@@ -130,21 +130,9 @@ def _clips(rng: np.random.Generator, model: ClassModel, config: SyntheticConfig,
 
 def sequence_example(clip: dict, i: int) -> bytes:
     """One clip of a generated chunk -> a serialized SequenceExample in the released format."""
-    n = int(clip["num_frames"][i])
-    start = float(clip["start_time_seconds"][i])
-    context = {
-        schema.VIDEO_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[clip["video_id"][i]])),
-        schema.START_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start])),
-        schema.END_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start + n])),
-        schema.LABELS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
-            value=np.flatnonzero(clip["labels"][i]).tolist())),
-    }
-    frames = [tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()]))
-              for row in clip["embedding"][i, :n]]
-    return tf.train.SequenceExample(
-        context=tf.train.Features(feature=context),
-        feature_lists=tf.train.FeatureLists(feature_list={schema.EMBEDDING_KEY: tf.train.FeatureList(feature=frames)}),
-    ).SerializeToString()
+    return schema.encode_sequence_example(
+        clip["video_id"][i], float(clip["start_time_seconds"][i]), int(clip["num_frames"][i]),
+        np.flatnonzero(clip["labels"][i]).tolist(), clip["embedding"][i])
 
 
 def write_tfrecords(config: SyntheticConfig, output_dir: str) -> list[str]:

@@ -1,0 +1,174 @@
+"""The tf.data input: class-balanced training batches and every-clip-once evaluation batches.
+
+Training reads the balanced shards that beam_pipelines.build_shards writes: per class, blocks of
+K clips that carry that class. One dataset per class cycles through its blocks (file order and a
+small buffer of blocks reshuffled on every pass); a round-robin over the 527 class datasets takes
+one block from each; one gather turns those 527 blocks into K "rounds" of 527 clips, one clip per
+class in a fresh random class order per round; `rebatch` cuts the stream into batches. A batch of
+500 therefore draws about one clip per class, the next clip of each class's shuffled cycle, as the
+research code's balanced generator does, while tf.data moves blocks rather than single clips.
+Memory depends on K and the shuffle buffer, not on the size of the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from tfdata import readers, schema
+
+MANIFEST = "manifest.json"
+CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
+
+
+class ShardsError(ValueError):
+    """A shards directory that cannot be read (missing, unfinished, other schema version)."""
+
+
+def read_manifest(shards_dir: str) -> dict:
+    """The manifest of a finished Beam run; refuses missing, unfinished or other-version shards."""
+    path = os.path.join(shards_dir, MANIFEST)
+    if not tf.io.gfile.isdir(shards_dir):
+        raise ShardsError(f"{shards_dir}: no such directory")
+    if not tf.io.gfile.exists(path):
+        raise ShardsError(f"{shards_dir}: no {MANIFEST}: not shards written by beam_pipelines.build_shards, "
+                          "or a run that did not finish")
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    if manifest.get("schema_version") != schema.SHARD_SCHEMA_VERSION:
+        raise ShardsError(f"{shards_dir}: shards have schema version {manifest.get('schema_version')}, this code "
+                          f"reads version {schema.SHARD_SCHEMA_VERSION}: rebuild them with beam_pipelines.build_shards")
+    if manifest.get("complete") is not True:
+        raise ShardsError(f"{shards_dir}: the run that wrote these shards did not finish")
+    return manifest
+
+
+def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *,
+                  input_pipeline_id: int = 0, num_input_pipelines: int = 1) -> tf.data.Dataset:
+    """Endless class-balanced batches `({"embedding": uint8 [B,10,128], "num_frames": int32 [B]}, uint8 [B,527])`.
+
+    With several input pipelines (workers), each reads its own subset of the files of every class
+    that has at least as many files as pipelines, and all use different random orders.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    manifest = read_manifest(shards_dir)
+    split = manifest["splits"].get("train")
+    if split is None or split["layout"] != "balanced":
+        raise ShardsError(f"{shards_dir}: no balanced 'train' split (splits: {', '.join(manifest['splits'])})")
+    k = split["block_size"]
+    seed = None if seed is None else seed * 1_000_003 + input_pipeline_id
+    streams = []
+    for c, files in enumerate(split["class_files"]):
+        if not files:
+            continue  # a class without clips cannot be drawn; the manifest's class_counts say so
+        if len(files) >= num_input_pipelines:
+            files = files[input_pipeline_id::num_input_pipelines]
+        paths = [os.path.join(shards_dir, f) for f in files]
+        class_seed = None if seed is None else seed + 7919 * c
+        blocks = (tf.data.Dataset.from_tensor_slices(paths)
+                  .shuffle(len(paths), seed=class_seed, reshuffle_each_iteration=True)
+                  .repeat()
+                  .flat_map(lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20))
+                  .shuffle(CLASS_SHUFFLE_BLOCKS, seed=class_seed, reshuffle_each_iteration=True))
+        streams.append(blocks)
+    num_classes = len(streams)
+    order = tf.data.Dataset.range(num_classes).repeat()
+    rounds = tf.data.Dataset.choose_from_datasets(streams, order).batch(num_classes)  # [C] serialized blocks
+    round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per 527 blocks
+    dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
+        lambda blocks, s: _interleave_classes(blocks, s, k, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.rebatch(batch_size, drop_remainder=True).map(_to_features).prefetch(tf.data.AUTOTUNE)
+
+
+def _interleave_classes(serialized: tf.Tensor, seed: tf.Tensor, k: int, num_classes: int) -> dict:
+    """One block per class -> K rounds of one clip per class, each round in a random class order."""
+    blocks = schema.decode_blocks(serialized, k)  # embedding [C, K, 10, 128], num_frames [C, K], labels [C, K, 527]
+    keys = tf.random.stateless_uniform([k, num_classes], seed=seed)  # [K, C]
+    order = tf.argsort(keys, axis=1)  # [K, C]: a class permutation per round
+    flat = tf.reshape(order * k + tf.range(k)[:, None], [-1])  # [K*C]: row of (class, clip k) in a [C*K] view
+    return {
+        "embedding": tf.gather(tf.reshape(blocks["embedding"], [-1, schema.NUM_FRAMES, schema.EMBEDDING_DIM]), flat),
+        "num_frames": tf.gather(tf.reshape(blocks["num_frames"], [-1]), flat),
+        "labels": tf.gather(tf.reshape(blocks["labels"], [-1, schema.NUM_CLASSES]), flat),
+    }  # each [K*C, ...]
+
+
+def _to_features(batch: dict) -> tuple[dict, tf.Tensor]:
+    return {"embedding": batch["embedding"], "num_frames": batch["num_frames"]}, batch["labels"]
+
+
+def distributed_train_dataset(strategy: tf.distribute.Strategy, shards_dir: str, global_batch_size: int,
+                              seed: int | None = None):
+    """train_dataset per replica via `distribute_datasets_from_function`; each input pipeline reads its own part."""
+    if global_batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch size {global_batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return train_dataset(shards_dir, context.get_per_replica_batch_size(global_batch_size), seed,
+                             input_pipeline_id=context.input_pipeline_id,
+                             num_input_pipelines=context.num_input_pipelines)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def eval_files(path: str, split: str | None = None) -> list[str]:
+    """A glob of AudioSet TFRecords, a shards directory (its plain split), or a plain split directory."""
+    if tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(path, MANIFEST)):
+        shards_dir = path
+    elif tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(os.path.dirname(path.rstrip("/")), MANIFEST)):
+        shards_dir, split = os.path.dirname(path.rstrip("/")), os.path.basename(path.rstrip("/"))
+    elif tf.io.gfile.isdir(path):
+        raise ShardsError(f"{path}: a directory without {MANIFEST}; pass a glob such as '{path}/*.tfrecord'")
+    else:
+        return readers.list_files(path)
+    splits = read_manifest(shards_dir)["splits"]
+    plain = [name for name, s in splits.items() if s["layout"] == "plain"]
+    if split is None:
+        if not plain:
+            raise ShardsError(f"{path}: no plain split to evaluate on (splits: {', '.join(splits)})")
+        split = "eval" if "eval" in plain else plain[0]
+    if split not in plain:
+        raise ShardsError(f"{path}: split {split!r} is not plain shards (plain splits: {', '.join(plain) or 'none'})")
+    return [os.path.join(shards_dir, f) for f in splits[split]["files"]]
+
+
+class SkippedRecords:
+    """Counts, by reason, the records that eval_dataset skipped; read it after the dataset is exhausted."""
+
+    def __init__(self):
+        self._counts = tf.Variable(tf.zeros([len(schema.REASON_CODES)], tf.int64), trainable=False)
+
+    def add(self, reason: tf.Tensor) -> None:
+        self._counts.assign_add(tf.math.bincount(reason, minlength=len(schema.REASON_CODES),
+                                                 maxlength=len(schema.REASON_CODES), dtype=tf.int64))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: int(n) for name, n in zip(schema.REASON_CODES[1:], self._counts.numpy()[1:]) if n}
+
+
+def eval_dataset(path: str, batch_size: int, split: str | None = None,
+                 skipped: SkippedRecords | None = None) -> tf.data.Dataset:
+    """Finite batches of every valid clip once, in file order: features add video_id and start_time_seconds.
+
+    Invalid records (see schema.REJECT_REASONS) are skipped and counted in `skipped`. Reading
+    a file that cannot be read to its end raises DataLossError; readers.find_data_loss names it.
+    """
+    files = eval_files(path, split)
+    skipped = skipped or SkippedRecords()
+
+    def keep_valid(clips: dict) -> tuple[dict, tf.Tensor]:
+        skipped.add(clips["reason"])
+        valid = tf.equal(clips["reason"], 0)
+        kept = {key: tf.boolean_mask(value, valid) for key, value in clips.items()}
+        features = {key: kept[key] for key in ("embedding", "num_frames", "video_id", "start_time_seconds")}
+        return features, kept["labels"]
+
+    records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+    return (records.batch(batch_size)
+            .map(readers.parse_sequence_examples, num_parallel_calls=tf.data.AUTOTUNE)
+            .map(keep_valid)
+            .prefetch(tf.data.AUTOTUNE))
