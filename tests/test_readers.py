@@ -87,6 +87,11 @@ def test_parse_marks_each_bad_record_with_its_reason(record, reason):
     assert clips["video_id"][0] == b"goodgoodgoo"
 
 
+def test_a_batch_without_any_frame_parses():
+    clips = readers.parse_records([_sequence_example(frames=[])])
+    assert [schema.REASON_CODES[r] for r in clips["reason"]] == ["no_frames"]
+
+
 def test_labels_are_multi_hot_uint8():
     clips = readers.parse_records([_sequence_example(labels=(0, 5, 5, 526))])
     assert clips["labels"].dtype == np.uint8

@@ -60,7 +60,8 @@ def parse_sequence_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         tf.strings.reduce_join(frame_values, axis=1), values.row_splits)  # ragged string [B, (T)]
     frame_ok = (tf.equal(frame_values.row_lengths(), 1)
                 & tf.equal(tf.strings.length(frames.flat_values), schema.EMBEDDING_DIM))  # [F]
-    decoded = tf.io.decode_raw(tf.where(frame_ok, frames.flat_values, _ZERO_FRAME), tf.uint8)  # [F, 128]
+    decoded = tf.io.decode_raw(tf.where(frame_ok, frames.flat_values, _ZERO_FRAME), tf.uint8)
+    decoded = tf.reshape(decoded, [-1, schema.EMBEDDING_DIM])  # [F, 128], also when F = 0
     embedding = frames.with_flat_values(decoded)[:, :schema.NUM_FRAMES]  # ragged [B, (<=10), 128]
     embedding = embedding.to_tensor(shape=[None, schema.NUM_FRAMES, schema.EMBEDDING_DIM])  # [B, 10, 128]
     total_frames = tf.cast(frames.row_lengths(), tf.int32)  # [B]
