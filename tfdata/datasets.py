@@ -21,6 +21,7 @@ from tfdata import readers, schema
 
 MANIFEST = "manifest.json"
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
+READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
 
 
 class ShardsError(ValueError):
@@ -60,27 +61,38 @@ def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *,
         raise ShardsError(f"{shards_dir}: no balanced 'train' split (splits: {', '.join(manifest['splits'])})")
     k = split["block_size"]
     seed = None if seed is None else seed * 1_000_003 + input_pipeline_id
-    streams = []
-    for c, files in enumerate(split["class_files"]):
-        if not files:
-            continue  # a class without clips cannot be drawn; the manifest's class_counts say so
+    class_files = []
+    for files in split["class_files"]:
         if len(files) >= num_input_pipelines:
             files = files[input_pipeline_id::num_input_pipelines]
-        paths = [os.path.join(shards_dir, f) for f in files]
-        class_seed = None if seed is None else seed + 7919 * c
-        blocks = (tf.data.Dataset.from_tensor_slices(paths)
-                  .shuffle(len(paths), seed=class_seed, reshuffle_each_iteration=True)
-                  .repeat()
-                  .flat_map(lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20))
-                  .shuffle(CLASS_SHUFFLE_BLOCKS, seed=class_seed, reshuffle_each_iteration=True))
-        streams.append(blocks)
-    num_classes = len(streams)
-    order = tf.data.Dataset.range(num_classes).repeat()
-    rounds = tf.data.Dataset.choose_from_datasets(streams, order).batch(num_classes)  # [C] serialized blocks
-    round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per 527 blocks
+        if files:  # a class without clips cannot be drawn; the manifest's class_counts say so
+            class_files.append([os.path.join(shards_dir, f) for f in files])
+    num_classes = len(class_files)
+    file_seed = tf.constant(0 if seed is None else seed, tf.int64)
+
+    def class_blocks(c: tf.Tensor, files: tf.Tensor) -> tf.data.Dataset:
+        """One class's blocks, endless: its files in a new order on every pass, blocks lightly shuffled."""
+        passes = tf.data.Dataset.range(2 ** 62).map(
+            lambda p: _shuffled(files, tf.stack([file_seed * 7919 + c, p]), seed is None))
+        return (passes.unbatch()
+                .flat_map(lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES))
+                .shuffle(CLASS_SHUFFLE_BLOCKS, seed=seed))
+
+    classes = tf.data.Dataset.from_tensor_slices((tf.range(num_classes, dtype=tf.int64),
+                                                  tf.ragged.constant(class_files)))
+    # Round robin over the endless class streams: one block of every class, in class order.
+    blocks = classes.interleave(class_blocks, cycle_length=num_classes, block_length=1)
+    rounds = blocks.batch(num_classes)  # [C] serialized blocks
+    round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per C blocks
     dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
-        lambda blocks, s: _interleave_classes(blocks, s, k, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda serialized, s: _interleave_classes(serialized, s, k, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.rebatch(batch_size, drop_remainder=True).map(_to_features).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled(values: tf.Tensor, seed: tf.Tensor, unseeded: bool) -> tf.Tensor:
+    if unseeded:
+        return tf.random.shuffle(values)
+    return tf.random.experimental.stateless_shuffle(values, seed=seed)
 
 
 def _interleave_classes(serialized: tf.Tensor, seed: tf.Tensor, k: int, num_classes: int) -> dict:

@@ -1,0 +1,176 @@
+"""tfdata.train_dataset / eval_dataset: balance, reproducibility, every clip once, errors, distribution."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from beam_pipelines import build_shards
+from tests import shard_fixtures
+from tests.conftest import REPO_ROOT
+from tfdata import datasets, schema, synthetic
+
+BATCH = 500
+
+
+def research_batches(class_lists, num_batches, batch_size, rng):
+    """The research code's balanced generator (Kong et al. 2018): a queue of shuffled class ids,
+    the next clip of each drawn class from its shuffled list, reshuffled when exhausted."""
+    lists = [rng.permutation(l) for l in class_lists]
+    pointers, queue = [0] * len(lists), []
+    for _ in range(num_batches):
+        drawn, clips = [], []
+        for _ in range(batch_size):
+            if not queue:
+                queue = list(rng.permutation(len(lists)))
+            c = queue.pop(0)
+            if pointers[c] == len(lists[c]):
+                pointers[c], lists[c] = 0, rng.permutation(lists[c])
+            drawn.append(c)
+            clips.append(lists[c][pointers[c]])
+            pointers[c] += 1
+        yield np.array(drawn), np.array(clips)
+
+
+@pytest.fixture(scope="module")
+def single_label_shards(tmp_path_factory):
+    """Clips with exactly one label each, so that a batch's labels are the classes it drew."""
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=4000, seed=3)))
+    rng = np.random.default_rng(0)
+    cls = np.concatenate([np.arange(schema.NUM_CLASSES), rng.integers(0, 40, 4000 - schema.NUM_CLASSES)])
+    clips["labels"] = np.eye(schema.NUM_CLASSES, dtype=np.uint8)[cls]  # 527 classes, 40 of them frequent
+    out = tmp_path_factory.mktemp("single")
+    shard_fixtures.write_balanced(str(out), clips, block_size=16, min_blocks=2, files_per_class=2)
+    return out, cls
+
+
+def test_element_spec(single_label_shards):
+    features, labels = next(iter(datasets.train_dataset(str(single_label_shards[0]), BATCH, seed=1)))
+    assert features["embedding"].dtype.name == "uint8" and features["embedding"].shape == (BATCH, 10, 128)
+    assert features["num_frames"].dtype.name == "int32" and features["num_frames"].shape == (BATCH,)
+    assert labels.dtype.name == "uint8" and labels.shape == (BATCH, schema.NUM_CLASSES)
+
+
+def test_draws_are_balanced_like_the_research_generator(single_label_shards):
+    shards, cls = single_label_shards
+    batches = 300
+    draws = np.zeros(schema.NUM_CLASSES, np.int64)  # labels are uint8: sum as int64
+    distinct = []
+    for _, labels in datasets.train_dataset(str(shards), BATCH, seed=2).take(batches).as_numpy_iterator():
+        per_class = labels.sum(axis=0, dtype=np.int64)
+        draws += per_class
+        distinct.append((per_class > 0).sum())
+    # Every 527 consecutive draws hold each class once (as in the research code's queue), so
+    # over 150,000 draws the counts differ by at most one round: exact, no statistical slack needed.
+    assert draws.sum() == batches * BATCH
+    assert draws.max() - draws.min() <= 1
+    lists = [np.flatnonzero(cls == c) for c in range(schema.NUM_CLASSES)]
+    research = [len(set(drawn)) for drawn, _ in research_batches(lists, batches, BATCH, np.random.default_rng(0))]
+    assert abs(np.mean(distinct) - np.mean(research)) < 0.01 * np.mean(research), (np.mean(distinct), np.mean(research))
+
+
+def test_rare_classes_are_repeated_and_frequent_ones_subsampled(single_label_shards):
+    shards, cls = single_label_shards
+    seen = {}
+    for features, labels in datasets.train_dataset(str(shards), BATCH, seed=3).take(60).as_numpy_iterator():
+        for e, c in zip(features["embedding"], labels.argmax(axis=1)):
+            seen.setdefault(int(c), []).append(e.tobytes())
+    rare = [c for c in range(40, schema.NUM_CLASSES)]  # one clip each
+    assert all(len(seen[c]) >= 50 and len(set(seen[c])) == 1 for c in rare)
+    frequent = [c for c in range(40) if np.sum(cls == c) > 80]
+    assert all(len(set(seen[c])) > 40 for c in frequent)  # cycles through many of its clips
+
+
+def test_same_seed_same_batches(single_label_shards):
+    def first(seed):
+        return [l for _, l in datasets.train_dataset(str(single_label_shards[0]), 128, seed=seed).take(5).as_numpy_iterator()]
+
+    a, b, c = first(7), first(7), first(8)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert not all((x == y).all() for x, y in zip(a, c))
+
+
+@pytest.fixture(scope="module")
+def beam_shards(tmp_path_factory, synthetic_tfrecords):
+    out = tmp_path_factory.mktemp("beam") / "shards"
+    build_shards.run(["--input", str(synthetic_tfrecords / "*.tfrecord"), "--output_dir", str(out),
+                      "--holdout_fraction", "0.25", "--block_size", "16"])
+    return out
+
+
+def test_train_dataset_reads_the_beam_job_output(beam_shards):
+    manifest = json.loads((beam_shards / "manifest.json").read_text())
+    present = np.array(manifest["splits"]["train"]["class_counts"]) > 0
+    drawn = np.zeros(schema.NUM_CLASSES, np.int64)
+    for features, labels in datasets.train_dataset(str(beam_shards), 256, seed=0).take(40).as_numpy_iterator():
+        drawn += labels.sum(axis=0, dtype=np.int64)
+        assert ((features["num_frames"] >= 1) & (features["num_frames"] <= 10)).all()
+    assert (drawn[present] > 0).all() and (drawn[~present] == 0).all()
+
+
+def _ids(dataset):
+    return [v for features, _ in dataset.as_numpy_iterator() for v in features["video_id"]]
+
+
+def test_eval_dataset_gives_every_clip_once(beam_shards, synthetic_tfrecords):
+    from_glob = _ids(datasets.eval_dataset(str(synthetic_tfrecords / "*.tfrecord"), 300))
+    assert len(from_glob) == len(set(from_glob)) == 2000
+    holdout = _ids(datasets.eval_dataset(str(beam_shards), 300))
+    also = _ids(datasets.eval_dataset(str(beam_shards / "holdout"), 300))
+    manifest = json.loads((beam_shards / "manifest.json").read_text())
+    assert sorted(holdout) == sorted(also) and len(set(holdout)) == manifest["splits"]["holdout"]["clips"]
+    features, labels = next(iter(datasets.eval_dataset(str(beam_shards), 300)))
+    assert set(features) == {"embedding", "num_frames", "video_id", "start_time_seconds"}
+    assert labels.dtype.name == "uint8"
+
+
+def test_eval_dataset_skips_and_counts_invalid_records(tmp_path):
+    from tests.test_build_shards import _write
+    from tests.test_readers import _sequence_example
+
+    _write(tmp_path / "a.tfrecord", [_sequence_example(video_id=b"goodgoodgoo"), _sequence_example(frames=[]),
+                                     _sequence_example(video_id=b"badlabelsss", labels=(600,))])
+    skipped = datasets.SkippedRecords()
+    assert _ids(datasets.eval_dataset(str(tmp_path / "*.tfrecord"), 8, skipped=skipped)) == [b"goodgoodgoo"]
+    assert skipped.as_dict() == {"no_frames": 1, "label_out_of_range": 1}
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "no such directory"),
+    ("no_manifest", "no manifest.json"),
+    ("old_version", "schema version 0"),
+    ("unfinished", "did not finish"),
+])
+def test_unusable_shards_are_refused_with_a_clear_message(tmp_path, beam_shards, problem, message):
+    import shutil
+
+    shards = tmp_path / "s"
+    if problem != "missing":
+        shutil.copytree(beam_shards, shards)
+        manifest = json.loads((shards / "manifest.json").read_text())
+        if problem == "no_manifest":
+            (shards / "manifest.json").unlink()
+        else:
+            manifest |= {"schema_version": 0} if problem == "old_version" else {"complete": False}
+            (shards / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(datasets.ShardsError, match=message):
+        datasets.train_dataset(str(shards), 8)
+
+
+def test_mirrored_strategy_consumes_per_replica_batches(beam_shards):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tfdata import datasets
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        dist = datasets.distributed_train_dataset(strategy, {str(beam_shards)!r}, 64, seed=1)
+        features, labels = next(iter(dist))
+        shapes = [t.shape[0] for t in strategy.experimental_local_results(labels)]
+        print("REPLICAS", strategy.num_replicas_in_sync, shapes)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert "REPLICAS 2 [32, 32]" in result.stdout, result.stderr[-2000:]
