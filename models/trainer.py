@@ -1,0 +1,170 @@
+"""Training: config -> strategy -> data -> model -> Keras fit -> SavedModel export (chief only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from models import exporting, metrics, zoo
+from tfdata import datasets
+
+
+class ConfigError(ValueError):
+    """A user error in the training configuration (one line, no traceback)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    train_data: str
+    model_dir: str
+    model: zoo.ModelConfig = zoo.ModelConfig()
+    eval_data: str | None = None
+    strategy: str = "default"  # default | mirrored | multi_worker
+    cpu_replicas: int = 0
+    batch_size: int = 500  # global batch, as in the research code
+    steps: int = 10_000
+    steps_per_epoch: int = 500  # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
+    learning_rate: float = 1e-3
+    seed: int | None = None
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    export_dir: str | None = None
+    class_labels: str | None = None
+
+    # Fields that may change between a run and its resumption.
+    RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_resume(config: TrainConfig) -> None:
+    """Writes DIR/config.json, or refuses to resume a model dir written with another configuration."""
+    path = os.path.join(config.model_dir, "config.json")
+    current = {k: v for k, v in config.to_json().items() if k not in TrainConfig.RESUMABLE_CHANGES}
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            saved = {k: v for k, v in json.load(f).items() if k not in TrainConfig.RESUMABLE_CHANGES}
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise ConfigError(f"{config.model_dir} was trained with another configuration (differs in "
+                              f"{', '.join(changed)}); use a new --model_dir or the same options")
+
+
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    if config.cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
+    if config.strategy == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if config.strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("--strategy multi_worker needs TF_CONFIG (see BUILD.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
+
+
+def class_labels_path(config: TrainConfig) -> str:
+    """--class_labels, else class_labels_indices.csv beside the data the shards were built from."""
+    if config.class_labels:
+        candidates = [config.class_labels]
+    else:
+        manifest = datasets.read_manifest(config.train_data)
+        source = manifest.get("args", {}).get("input", "").split(",")[0]
+        candidates = [os.path.join(os.path.dirname(source), exporting.CLASS_LABELS_ASSET),
+                      os.path.join(os.path.dirname(os.path.dirname(source)), exporting.CLASS_LABELS_ASSET),
+                      os.path.join(config.train_data, exporting.CLASS_LABELS_ASSET)]
+    for path in candidates:
+        if path and tf.io.gfile.exists(path):
+            return path
+    raise ConfigError(f"no {exporting.CLASS_LABELS_ASSET} found (looked at {', '.join(candidates)}); pass --class_labels")
+
+
+class EvalMetrics(keras.callbacks.Callback):
+    """Validation mAP, AUC and d-prime on the whole evaluation set at the end of every epoch."""
+
+    def __init__(self, eval_data: str, batch_size: int):
+        super().__init__()
+        self._eval_data, self._batch_size = eval_data, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores, labels = [], []
+        for features, y in datasets.eval_dataset(self._eval_data, self._batch_size):
+            inputs = {"embedding": features["embedding"], "num_frames": features["num_frames"]}
+            scores.append(self.model(inputs, training=False).numpy())
+            labels.append(y.numpy())
+        result = metrics.compute(np.concatenate(labels), np.concatenate(scores))
+        logs.update({"val_mAP": result.mAP, "val_AUC": result.AUC, "val_d_prime": result.d_prime})
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+
+
+def train(config: TrainConfig) -> str:
+    """Trains to config.steps (resuming from DIR/backup if a run was interrupted); returns the export dir."""
+    if config.steps % config.steps_per_epoch and config.steps > config.steps_per_epoch:
+        raise ConfigError(f"--steps {config.steps} must be a multiple of --steps_per_epoch {config.steps_per_epoch}")
+    steps_per_epoch = min(config.steps, config.steps_per_epoch)
+    strategy = make_strategy(config)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"--batch_size {config.batch_size} is not divisible by the "
+                          f"{strategy.num_replicas_in_sync} replicas")
+    datasets.read_manifest(config.train_data)  # fails fast with a clear message
+    labels_csv = class_labels_path(config)
+    chief = is_chief(strategy)
+    check_resume(config)
+    tf.io.gfile.makedirs(config.model_dir)
+    if chief:
+        with tf.io.gfile.GFile(os.path.join(config.model_dir, "config.json"), "w") as f:
+            json.dump(config.to_json(), f, indent=1)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    with strategy.scope():
+        model = zoo.build(config.model)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile,
+                      steps_per_execution=1)
+    data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed)
+    # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(config.model_dir, "checkpoints", "weights-{epoch:04d}.h5"),
+                                        save_weights_only=True),
+        LearningRateLogger(),
+    ]
+    if config.eval_data:
+        callbacks.append(EvalMetrics(config.eval_data, config.batch_size))
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"), update_freq="epoch"))
+    model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
+              callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
+
+    export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
+    target = export_dir if chief else tempfile.mkdtemp(prefix="export-")
+    exporting.export(model, target, labels_csv)  # every worker takes part in saving; only the chief's is kept
+    if not chief:
+        shutil.rmtree(target, ignore_errors=True)
+    return export_dir

@@ -1,0 +1,77 @@
+"""Trains an AudioSet classifier on balanced shards and exports a SavedModel.
+
+    python train.py --train_data SHARDS --model NAME --model_dir DIR [--eval_data PATH]
+        [--strategy default|mirrored|multi_worker] [--cpu_replicas N] [--batch_size 500] [--steps N] ...
+
+Running the same command again after an interruption resumes from DIR/backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import models  # noqa: F401  (quiet TensorFlow logs before it loads)
+from models import trainer, zoo
+
+
+def parse_args(argv: list[str]) -> trainer.TrainConfig:
+    d = trainer.TrainConfig.__dataclass_fields__
+    m = zoo.ModelConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train_data", required=True, help="shards directory written by beam_pipelines.build_shards")
+    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model", default=m.name, help=f"one of: {', '.join(zoo.REGISTRY)}")
+    p.add_argument("--eval_data", help="glob of AudioSet TFRecords or shards directory, scored every epoch")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
+    p.add_argument("--cpu_replicas", type=int, default=0, help="split the CPU into N logical devices")
+    p.add_argument("--batch_size", type=int, default=d["batch_size"].default, help="global batch size")
+    p.add_argument("--steps", type=int, default=d["steps"].default)
+    p.add_argument("--steps_per_epoch", type=int, default=d["steps_per_epoch"].default,
+                   help="steps between checkpoints, logs and evaluations")
+    p.add_argument("--learning_rate", type=float, default=d["learning_rate"].default)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--jit_compile", action="store_true")
+    p.add_argument("--mixed_precision", action="store_true")
+    p.add_argument("--export_dir")
+    p.add_argument("--class_labels", help="class_labels_indices.csv to export with the model")
+    p.add_argument("--hidden_units", type=int, default=m.hidden_units)
+    p.add_argument("--num_layers", type=int, default=m.num_layers)
+    p.add_argument("--dropout", type=float, default=m.dropout)
+    p.add_argument("--input_batchnorm", action="store_true")
+    p.add_argument("--num_heads", type=int, default=m.num_heads)
+    a = p.parse_args(argv)
+    for name in ("batch_size", "steps", "steps_per_epoch", "hidden_units", "num_layers"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name} must be positive")
+    model = zoo.ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
+    return trainer.TrainConfig(
+        train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
+        cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
+        learning_rate=a.learning_rate, seed=a.seed, jit_compile=a.jit_compile, mixed_precision=a.mixed_precision,
+        export_dir=a.export_dir, class_labels=a.class_labels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    from tfdata import datasets, readers
+
+    try:
+        if config.model.name not in zoo.REGISTRY:
+            raise zoo.UnknownModelError(f"unknown model {config.model.name!r}; known models: {', '.join(zoo.REGISTRY)}")
+        export_dir = trainer.train(config)
+    except (trainer.ConfigError, zoo.UnknownModelError, datasets.ShardsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  TensorFlow errors from bad data: one line, not a trace
+        import tensorflow as tf
+        if isinstance(e, tf.errors.OpError):
+            print(f"error: {readers.error_message(e)}", file=sys.stderr)
+            return 1
+        raise
+    print(f"exported {export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
