@@ -31,3 +31,14 @@ def synthetic_tfrecords(tmp_path_factory) -> Path:
     synthetic.write_tfrecords(config, str(out))
     (out / "class_labels_indices.csv").write_text(synthetic.class_labels().to_csv())
     return out
+
+
+@pytest.fixture(scope="session")
+def beam_shards(tmp_path_factory, synthetic_tfrecords) -> Path:
+    """Shards of the 2,000 synthetic clips built by the Beam job: blocks of 16, 25% held out."""
+    from beam_pipelines import build_shards
+
+    out = tmp_path_factory.mktemp("beam") / "shards"
+    build_shards.run(["--input", str(synthetic_tfrecords / "*.tfrecord"), "--output_dir", str(out),
+                      "--holdout_fraction", "0.25", "--block_size", "16"])
+    return out

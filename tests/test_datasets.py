@@ -8,7 +8,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from beam_pipelines import build_shards
 from tests import shard_fixtures
 from tests.conftest import REPO_ROOT
 from tfdata import datasets, schema, synthetic
@@ -91,14 +90,6 @@ def test_same_seed_same_batches(single_label_shards):
     a, b, c = first(7), first(7), first(8)
     assert all((x == y).all() for x, y in zip(a, b))
     assert not all((x == y).all() for x, y in zip(a, c))
-
-
-@pytest.fixture(scope="module")
-def beam_shards(tmp_path_factory, synthetic_tfrecords):
-    out = tmp_path_factory.mktemp("beam") / "shards"
-    build_shards.run(["--input", str(synthetic_tfrecords / "*.tfrecord"), "--output_dir", str(out),
-                      "--holdout_fraction", "0.25", "--block_size", "16"])
-    return out
 
 
 def test_train_dataset_reads_the_beam_job_output(beam_shards):

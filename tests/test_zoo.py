@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models import zoo
+from tfdata import schema, synthetic
+
+SMALL = dict(hidden_units=32, num_layers=3, num_heads=4)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return next(synthetic.generate(synthetic.SyntheticConfig(num_clips=512, seed=5)))
+
+
+@pytest.mark.parametrize("name", list(zoo.REGISTRY))
+def test_each_model_trains_and_lowers_the_loss(name, clips):
+    keras.utils.set_random_seed(0)
+    model = zoo.build(zoo.ModelConfig(name=name, **SMALL))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy())
+    x = {"embedding": clips["embedding"], "num_frames": clips["num_frames"]}
+    losses = model.fit(x, clips["labels"], batch_size=128, epochs=4, verbose=0).history["loss"]
+    assert losses[-1] < 0.8 * losses[0] and losses == sorted(losses, reverse=True), losses
+    scores = model(x, training=False).numpy()
+    assert scores.shape == (512, schema.NUM_CLASSES) and (scores >= 0).all() and (scores <= 1).all()
+
+
+@pytest.mark.parametrize("name", list(zoo.REGISTRY))
+def test_padding_frames_never_count(name):
+    model = zoo.build(zoo.ModelConfig(name=name, **SMALL))
+    rng = np.random.default_rng(1)
+    embedding = rng.integers(0, 256, [4, 10, 128]).astype(np.uint8)
+    six = np.full([4], 6, np.int32)
+    unpadded = model({"embedding": embedding[:, :6], "num_frames": six}, training=False).numpy()
+    zero_padded = model({"embedding": np.where(np.arange(10)[None, :, None] < 6, embedding, 0), "num_frames": six},
+                        training=False).numpy()
+    junk_padded = model({"embedding": embedding, "num_frames": six}, training=False).numpy()
+    np.testing.assert_allclose(zero_padded, unpadded, atol=1e-6)
+    np.testing.assert_allclose(junk_padded, unpadded, atol=1e-6)
+
+
+def test_attention_weights_are_zero_on_padding():
+    layer = zoo.DecisionAttention(3)
+    h = tf.random.normal([2, 10, 8])
+    mask = tf.sequence_mask([4, 10], 10, tf.float32)[:, :, None]
+    changed = tf.concat([h[:, :4], h[:, 4:] + 100.0], axis=1)  # only padding frames of clip 0 change
+    a, b = layer(h, mask).numpy(), layer(changed, mask).numpy()
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    assert not np.allclose(a[1], b[1])
+
+
+def test_pooling_layers_serialize():
+    for layer in (zoo.DecisionAttention(5, name="d"), zoo.FeatureAttention(7, name="f"),
+                  zoo.MultiHeadFeatureAttention(8, 2, name="m"), zoo.MaskedAveragePooling(name="a")):
+        config = layer.get_config()
+        clone = type(layer).from_config(config)
+        assert clone.get_config() == config
+
+
+def test_model_round_trips_through_keras_saving(tmp_path, clips):
+    model = zoo.build(zoo.ModelConfig(name="multi_attention", **SMALL))
+    path = str(tmp_path / "m.h5")
+    model.save(path)
+    restored = keras.models.load_model(path, custom_objects=zoo.CUSTOM_OBJECTS)
+    x = {"embedding": clips["embedding"][:8], "num_frames": clips["num_frames"][:8]}
+    np.testing.assert_allclose(restored(x, training=False), model(x, training=False), atol=1e-6)
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(zoo.UnknownModelError, match="known models: average_pooling, max_pooling"):
+        zoo.build(zoo.ModelConfig(name="resnet"))
+
+
+def test_yu2018_trunk_is_reachable():
+    model = zoo.build(zoo.ModelConfig.yu2018())
+    assert model.get_layer("hidden1").units == 600 and model.get_layer("input_bn") is not None
