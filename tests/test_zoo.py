@@ -21,7 +21,7 @@ def test_each_model_trains_and_lowers_the_loss(name, clips):
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy())
     x = {"embedding": clips["embedding"], "num_frames": clips["num_frames"]}
     losses = model.fit(x, clips["labels"], batch_size=128, epochs=4, verbose=0).history["loss"]
-    assert losses[-1] < 0.8 * losses[0] and losses == sorted(losses, reverse=True), losses
+    assert losses[-1] < 0.8 * losses[0], losses
     scores = model(x, training=False).numpy()
     assert scores.shape == (512, schema.NUM_CLASSES) and (scores >= 0).all() and (scores <= 1).all()
 
