@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {readers.error_message(e)}", file=sys.stderr)
             return 1
         raise
-    print(f"exported {export_dir}")
+    print(f"exported {export_dir}" if export_dir else "worker done; the chief exports")
     return 0
 
 

@@ -120,8 +120,9 @@ class LearningRateLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
 
 
-def train(config: TrainConfig) -> str:
-    """Trains to config.steps (resuming from DIR/backup if a run was interrupted); returns the export dir."""
+def train(config: TrainConfig) -> str | None:
+    """Trains to config.steps (resuming from DIR/backup if a run was interrupted); returns the export dir
+    (None on a non-chief worker)."""
     if config.steps % config.steps_per_epoch and config.steps > config.steps_per_epoch:
         raise ConfigError(f"--steps {config.steps} must be a multiple of --steps_per_epoch {config.steps_per_epoch}")
     steps_per_epoch = min(config.steps, config.steps_per_epoch)
@@ -163,8 +164,15 @@ def train(config: TrainConfig) -> str:
               callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
 
     export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
+    # Outside any strategy (distributed variables cannot be saved in signatures) and in float32. Every
+    # worker exports, non-chief ones to a directory they delete, so that all finish together.
+    keras.mixed_precision.set_global_policy("float32")
+    serving = zoo.build(config.model)
+    serving.set_weights(model.get_weights())
     target = export_dir if chief else tempfile.mkdtemp(prefix="export-")
-    exporting.export(model, target, labels_csv)  # every worker takes part in saving; only the chief's is kept
+    exporting.export(serving, target, labels_csv)
     if not chief:
         shutil.rmtree(target, ignore_errors=True)
-    return export_dir
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # barrier: no worker leaves early
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+    return export_dir if chief else None

@@ -1,0 +1,123 @@
+"""train.py end to end in subprocesses: strategies, resumption after kill -9, user errors."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SMALL = ["--hidden_units", "32", "--batch_size", "64", "--seed", "0"]
+
+
+def _train(shards, model_dir, *extra, env=None, timeout=300):
+    cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(model_dir),
+           "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *extra]
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def shards(beam_shards, synthetic_tfrecords, tmp_path_factory):
+    # class_labels_indices.csv lives beside the synthetic data; the shards are in another tmp dir.
+    root = tmp_path_factory.mktemp("train") / "data"
+    (root / "x").mkdir(parents=True)
+    os.symlink(beam_shards, root / "x" / "shards")
+    (root / "class_labels_indices.csv").write_text((synthetic_tfrecords / "class_labels_indices.csv").read_text())
+    return root / "x" / "shards"
+
+
+def _losses(stdout):
+    return [float(x) for x in re.findall(r"- loss: ([0-9.e-]+)", stdout)]
+
+
+def test_default_and_mirrored_follow_the_same_loss_trajectory(shards, tmp_path):
+    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention"]
+    default = _train(shards, tmp_path / "default", *args)
+    mirrored = _train(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    a, b = _losses(default.stdout), _losses(mirrored.stdout)
+    assert len(a) == len(b) == 4 and a[-1] < a[0]
+    # Same seed, data and initial weights; only BatchNorm statistics differ (per replica: half batches).
+    for x, y in zip(a, b):
+        assert abs(x - y) < 0.05 * x, (a, b)
+    assert (tmp_path / "mirrored" / "saved_model" / "saved_model.pb").exists()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_trains_and_exports_once(shards, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(tmp_path / "mw"),
+               "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL,
+               "--strategy", "multi_worker", "--steps", "3", "--steps_per_epoch", "3", "--model", "average_pooling"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=400) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-6000:] for o in outputs]
+    exports = [root for root, _, files in os.walk(tmp_path) if "saved_model.pb" in files]
+    assert exports == [str(tmp_path / "mw" / "saved_model")]
+
+
+def test_killed_run_resumes_and_finishes(shards, tmp_path):
+    args = ["--steps", "8", "--steps_per_epoch", "1", "--model", "average_pooling"]
+    cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(tmp_path / "m"),
+           "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *args]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = tmp_path / "m" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(checkpoints.glob("*.h5"))) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(checkpoints.glob("*.h5")))
+    assert 3 <= done_before < 8, "the run finished before it could be killed"
+    resumed = _train(shards, tmp_path / "m", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs = [int(e) for e in re.findall(r"Epoch (\d+)/8", resumed.stdout)]
+    assert epochs[0] > 1 and epochs[-1] == 8, epochs  # it did not start again from the beginning
+    assert (tmp_path / "m" / "saved_model" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("model", "unknown model 'resnet'; known models: average_pooling"),
+    ("batch", "--batch_size 63 is not divisible by the 2 replicas"),
+    ("shards", "no such directory"),
+    ("config", "was trained with another configuration (differs in model)"),
+])
+def test_user_errors_are_one_line(shards, tmp_path, problem, message):
+    model_dir = tmp_path / "m"
+    args = {"model": ["--model", "resnet"],
+            "batch": ["--strategy", "mirrored", "--cpu_replicas", "2", "--batch_size", "63"],
+            "shards": [],
+            "config": ["--model", "max_pooling"]}[problem]
+    data = shards if problem != "shards" else tmp_path / "missing"
+    common = ["--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, "--steps", "1"]
+    if problem == "config":  # the model dir of an earlier run with another model
+        import train
+
+        earlier = train.parse_args(["--train_data", str(data), "--model_dir", str(model_dir), *common])
+        model_dir.mkdir()
+        (model_dir / "config.json").write_text(json.dumps(earlier.to_json()))
+    result = _train(data, model_dir, "--steps", "1", *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
