@@ -1,0 +1,84 @@
+"""The SavedModel reloads in a fresh process without the project's code and reproduces the Keras scores."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import exporting, zoo
+from tfdata import readers, synthetic
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, synthetic_tfrecords):
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(3)
+    model = zoo.build(zoo.ModelConfig(name="single_attention", hidden_units=32))
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=64, seed=9)))
+    clips["num_frames"][:5] = [1, 3, 6, 9, 2]  # short clips too
+    out = str(tmp_path_factory.mktemp("export") / "saved_model")
+    exporting.export(model, out, str(synthetic_tfrecords / "class_labels_indices.csv"))
+    expected = model({"embedding": clips["embedding"], "num_frames": clips["num_frames"]}, training=False).numpy()
+    return out, clips, expected
+
+
+def _fresh_process(script, tmp_path):
+    """Runs `script` with only TensorFlow: the project's packages are made unimportable."""
+    prelude = "import sys\nfor name in ('tfdata', 'models', 'beam_pipelines'):\n    sys.modules[name] = None\n"
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_both_signatures_reproduce_the_keras_scores_in_a_fresh_process(exported, tmp_path):
+    path, clips, expected = exported
+    records = [synthetic.sequence_example(clips, i) for i in range(len(clips["video_id"]))]
+    np.save(tmp_path / "records.npy", np.array(records, dtype=object), allow_pickle=True)
+    np.save(tmp_path / "embedding.npy", clips["embedding"])
+    full_length = np.flatnonzero(clips["num_frames"] == 10)
+    np.save(tmp_path / "full.npy", full_length)
+    out = _fresh_process(f"""
+        import json, numpy as np, tensorflow as tf
+        model = tf.saved_model.load({path!r})
+        records = np.load("records.npy", allow_pickle=True).tolist()
+        from_examples = model.signatures["serve_examples"](examples=tf.constant(records))["scores"].numpy()
+        embedding = np.load("embedding.npy")
+        first = model.signatures["serving_default"](embedding=tf.constant(embedding[:1, :1]))["scores"].numpy()
+        full = model.signatures["serving_default"](embedding=tf.constant(embedding[np.load("full.npy")]))["scores"].numpy()
+        names = [n.decode() for n in model.class_names.numpy()]
+        asset = open(model.class_labels.asset_path.numpy().decode()).read().splitlines()[1]
+        print(json.dumps({{"examples": from_examples.tolist(), "first": first.tolist(), "full": full.tolist(),
+                          "names": names[:2], "asset": asset}}))
+    """, tmp_path)
+    result = json.loads(out.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["examples"], expected, atol=1e-5)
+    np.testing.assert_allclose(result["first"][0], expected[0], atol=1e-5)  # clip 0: its one real frame
+    np.testing.assert_allclose(result["full"], expected[full_length], atol=1e-5)  # all 10 frames real
+    assert result["names"] == ["Synthetic class 0", "Synthetic class 1"]
+    assert result["asset"].startswith("0,/m/synthetic000")
+
+
+def test_a_long_recording_is_one_request(exported):
+    path, clips, _ = exported
+    model = tf.saved_model.load(path)
+    sixty = np.tile(clips["embedding"][5], [6, 1])[None]  # [1, 60, 128]
+    scores = model.signatures["serving_default"](embedding=tf.constant(sixty))["scores"]
+    assert scores.shape == (1, 527)
+
+
+@pytest.mark.parametrize("signature, value, message", [
+    ("serving_default", np.zeros([2, 10, 128], np.float32), "uint8"),
+    ("serving_default", np.zeros([2, 10, 64], np.uint8), "128"),
+    ("serve_examples", np.zeros([2], np.float32), "string"),
+])
+def test_wrong_dtype_or_shape_fails_clearly(exported, signature, value, message):
+    model = tf.saved_model.load(exported[0])
+    name = "embedding" if signature == "serving_default" else "examples"
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)) as error:
+        model.signatures[signature](**{name: tf.constant(value)})
+    assert message in str(error.value)
