@@ -25,6 +25,14 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(PY) -m tfdata.synthetic --output_dir $(DEMO_DIR)/audioset --num_clips 20000 --seed 0
 	$(PY) -m tfdata.summarize '$(DEMO_DIR)/audioset/*.tfrecord' --class_labels $(DEMO_DIR)/audioset/class_labels_indices.csv
+	$(PY) -m beam_pipelines.build_shards --input '$(DEMO_DIR)/audioset/*.tfrecord' --output_dir $(DEMO_DIR)/shards \
+		--holdout_fraction 0.1
+	$(PY) train.py --train_data $(DEMO_DIR)/shards --model_dir $(DEMO_DIR)/model --model feature_attention \
+		--hidden_units 256 --steps 300 --steps_per_epoch 100 --eval_data $(DEMO_DIR)/shards/holdout --seed 0
+	$(PY) evaluate.py --saved_model $(DEMO_DIR)/model/saved_model --data $(DEMO_DIR)/shards/holdout \
+		--output_dir $(DEMO_DIR)/results --train_manifest $(DEMO_DIR)/shards/manifest.json
+	$(PY) predict.py --saved_model $(DEMO_DIR)/model/saved_model --input '$(DEMO_DIR)/audioset/A*.tfrecord' --top_k 3 \
+		| head -n 5
 
 clean:
 	rm -rf $(DEMO_DIR) $(VENV)
