@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(PY) evaluate.py --saved_model $(DEMO_DIR)/model/saved_model --data $(DEMO_DIR)/shards/holdout \
 		--output_dir $(DEMO_DIR)/results --train_manifest $(DEMO_DIR)/shards/manifest.json
 	$(PY) predict.py --saved_model $(DEMO_DIR)/model/saved_model --input '$(DEMO_DIR)/audioset/A*.tfrecord' --top_k 3 \
-		| head -n 5
+		--max_clips 5
 
 clean:
 	rm -rf $(DEMO_DIR) $(VENV)

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="glob of AudioSet TFRecords")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--output", help="also write one JSON line per clip here")
+    parser.add_argument("--max_clips", type=int, help="stop after this many clips")
     parser.add_argument("--batch_size", type=int, default=256)
     args = parser.parse_args(argv)
     if args.top_k < 1:
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
     out = tf.io.gfile.GFile(args.output, "w") if args.output else None
-    for video_id, start, scores in zip(scored.video_id, scored.start_time_seconds, scored.scores):
+    rows = zip(scored.video_id, scored.start_time_seconds, scored.scores)
+    for video_id, start, scores in list(rows)[:args.max_clips]:
         top = np.argsort(-scores, kind="stable")[:args.top_k]
         labels = [{"index": int(c), "name": names[c], "score": float(scores[c])} for c in top]
         print(f"{video_id.decode()} {start:7.1f}s  " + ", ".join(f"{l['name']} {l['score']:.3f}" for l in labels))
