@@ -1,0 +1,126 @@
+"""Input pipeline benchmark: tf.data from Beam shards against the research code's in-RAM generator.
+
+    python -m tfdata.benchmark --work_dir /tmp/bench --num_clips 20000 [--memory]
+
+In one process run, side by side on the same clips:
+  (a) tfdata.train_dataset on shards built by beam_pipelines.build_shards (uint8 batches of 500);
+  (b) the research code's balanced generator (Kong et al. 2018) re-implemented over the clips in RAM:
+      a queue of shuffled class ids, the next clip of each drawn class, numpy gather, (x - 128) / 128;
+  (c) eval_dataset over the original SequenceExample files (batched, vectorized parse) against
+      parsing them one record at a time.
+With --memory, the peak resident memory of train_dataset over 1x and 10x the data (subprocesses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfdata import datasets, readers
+
+BATCH = 500
+
+
+def research_generator(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
+    """Kong et al. 2018's BalancedDataGenerator over arrays in RAM, yielding float32 batches."""
+    rng = np.random.RandomState(seed)
+    lists = [np.flatnonzero(y[:, c]) for c in range(y.shape[1])]
+    classes = [c for c in range(y.shape[1]) if len(lists[c])]
+    for c in classes:
+        rng.shuffle(lists[c])
+    pointers, queue = [0] * y.shape[1], []
+    while True:
+        batch = []
+        for _ in range(batch_size):
+            if not queue:
+                queue = list(rng.permutation(classes))
+            c = queue.pop(0)
+            if pointers[c] == len(lists[c]):
+                pointers[c] = 0
+                rng.shuffle(lists[c])
+            batch.append(lists[c][pointers[c]])
+            pointers[c] += 1
+        yield (x[batch].astype(np.float32) - 128.0) / 128.0, y[batch].astype(np.float32)
+
+
+def clips_per_second(iterator, batches: int, warmup: int, batch_size: int = BATCH) -> float:
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def prepare(work_dir: str, num_clips: int, seed: int = 0) -> tuple[str, str]:
+    data, shards = os.path.join(work_dir, f"audioset-{num_clips}"), os.path.join(work_dir, f"shards-{num_clips}")
+    if not tf.io.gfile.exists(os.path.join(data, "class_labels_indices.csv")):
+        subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", data, "--num_clips", str(num_clips),
+                        "--seed", str(seed)], check=True)
+    if not tf.io.gfile.exists(os.path.join(shards, "manifest.json")):
+        subprocess.run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", f"{data}/*.tfrecord",
+                        "--output_dir", shards, "--overwrite"], check=True)
+    return data, shards
+
+
+def peak_memory_mb(shards: str, batches: int) -> float:
+    """Max RSS of a fresh process that reads `batches` batches of train_dataset."""
+    code = (f"import resource; from tfdata import datasets\n"
+            f"it = iter(datasets.train_dataset({shards!r}, {BATCH}, seed=0))\n"
+            f"for _ in range({batches}): next(it)\n"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work_dir", required=True)
+    parser.add_argument("--num_clips", type=int, default=20_000)
+    parser.add_argument("--batches", type=int, default=1000)
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory at 1x and 10x the data")
+    args = parser.parse_args(argv)
+    data, shards = prepare(args.work_dir, args.num_clips)
+
+    clips = [b for b in readers.read_tfrecords(f"{data}/*.tfrecord").as_numpy_iterator()]
+    x = np.concatenate([b["embedding"] for b in clips])
+    y = np.concatenate([b["labels"] for b in clips])
+    warmup = max(args.batches // 5, 50)
+    ours = clips_per_second(iter(datasets.train_dataset(shards, BATCH, seed=0)), args.batches, warmup)
+    research = clips_per_second(research_generator(x, y, BATCH), args.batches, warmup)
+    print(f"train input, {args.num_clips} clips, batches of {BATCH}:")
+    print(f"  (a) tfdata.train_dataset on Beam shards      {ours:10.0f} clips/s")
+    print(f"  (b) research balanced generator, in RAM      {research:10.0f} clips/s")
+    print(f"  ratio (a) / (b)                              {ours / research:10.2f}   (goal >= 1.5)")
+
+    files = readers.list_files(f"{data}/*.tfrecord")
+    batched = datasets.eval_dataset(f"{data}/*.tfrecord", 1024)
+    single = (tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+              .map(lambda r: readers.parse_sequence_examples(r[None]))  # one record per parse
+              .prefetch(tf.data.AUTOTUNE))
+    for name, dataset, unit in (("eval_dataset (batched parse)", batched, 1024), ("one record at a time", single, 1)):
+        start = time.perf_counter()
+        for _ in dataset:
+            pass
+        rate = args.num_clips / (time.perf_counter() - start)
+        if unit == 1024:
+            batched_rate = rate
+        print(f"  {name:42s} {rate:10.0f} clips/s")
+    print(f"  ratio                                        {batched_rate / rate:10.2f}   (goal >= 5)")
+
+    if args.memory:
+        _, big = prepare(args.work_dir, 10 * args.num_clips)
+        small_mb, big_mb = peak_memory_mb(shards, 200), peak_memory_mb(big, 200)
+        print(f"peak memory of train_dataset: {small_mb:.0f} MB at 1x, {big_mb:.0f} MB at 10x "
+              f"({100 * (big_mb / small_mb - 1):+.1f}%, goal < 10%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
