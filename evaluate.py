@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import evaluation, metrics
-from tfdata import readers
+from tfdata import datasets, readers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             with tf.io.gfile.GFile(args.train_manifest) as f:
                 train_counts = np.array(json.load(f)["class_counts"])
         names = evaluation.class_names(args.saved_model[0])
-        scored = evaluation.score(args.saved_model, evaluation.eval_files(args.data), args.batch_size)
+        scored = evaluation.score(args.saved_model, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)
         evaluation.write_results(args.output_dir, scored, result, names, args.saved_model, args.data, train_counts)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:

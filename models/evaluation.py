@@ -57,25 +57,6 @@ class Scored:
     skipped: dict[str, int]  # invalid records by reason
 
 
-def eval_files(path: str) -> list[str]:
-    """--data: a glob of AudioSet TFRecords, a shards directory (its plain split), or a split directory."""
-    manifest_dir, split = (path, None) if tf.io.gfile.exists(os.path.join(path, "manifest.json")) else (
-        os.path.dirname(path.rstrip("/")), os.path.basename(path.rstrip("/")))
-    manifest_path = os.path.join(manifest_dir, "manifest.json")
-    if not tf.io.gfile.isdir(path) or not tf.io.gfile.exists(manifest_path):
-        return readers.list_files(path)
-    with tf.io.gfile.GFile(manifest_path) as f:
-        splits = json.load(f)["splits"]
-    plain = [name for name, s in splits.items() if s["layout"] == "plain"]
-    if split is None:
-        if not plain:
-            raise ValueError(f"{path}: these shards have no plain split to evaluate on (splits: {', '.join(splits)})")
-        split = "eval" if "eval" in plain else plain[0]
-    if split not in plain:
-        raise ValueError(f"{path}: split {split!r} is not plain shards (plain splits: {', '.join(plain) or 'none'})")
-    return [os.path.join(manifest_dir, f) for f in splits[split]["files"]]
-
-
 def score(saved_models: list[str], files: list[str], batch_size: int = 1024, progress=sys.stderr,
           any_length: bool = False) -> Scored:
     """Scores every valid clip of `files` once; `any_length` also accepts clips of more than 10 frames."""
