@@ -147,8 +147,7 @@ def train(config: TrainConfig) -> str | None:
     with strategy.scope():
         model = zoo.build(config.model)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile,
-                      steps_per_execution=1)
+                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile)
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
     callbacks = [
