@@ -35,6 +35,12 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
     p.add_argument("--mixed_precision", action="store_true")
     p.add_argument("--export_dir")
     p.add_argument("--class_labels", help="class_labels_indices.csv to export with the model")
+    p.add_argument("--snapshots", type=int, default=d["snapshots"].default,
+                   help="also export the last N epoch checkpoints to DIR/snapshots/ for snapshot averaging")
+    p.add_argument("--ema", type=float, default=d["ema"].default,
+                   help="export an exponential moving average of the weights with this decay (0: off)")
+    p.add_argument("--mixup", type=float, default=d["mixup"].default,
+                   help="mixup on the embeddings with mixing weights ~ Beta(a, a) (0: off)")
     p.add_argument("--hidden_units", type=int, default=m.hidden_units)
     p.add_argument("--num_layers", type=int, default=m.num_layers)
     p.add_argument("--dropout", type=float, default=m.dropout)
@@ -44,12 +50,16 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
     for name in ("batch_size", "steps", "steps_per_epoch", "hidden_units", "num_layers"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be positive")
+    if not 0 <= a.ema < 1:
+        p.error("--ema must be in [0, 1)")
+    if a.mixup < 0 or a.snapshots < 0:
+        p.error("--mixup and --snapshots must not be negative")
     model = zoo.ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
     return trainer.TrainConfig(
         train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
         learning_rate=a.learning_rate, seed=a.seed, jit_compile=a.jit_compile, mixed_precision=a.mixed_precision,
-        export_dir=a.export_dir, class_labels=a.class_labels)
+        export_dir=a.export_dir, class_labels=a.class_labels, snapshots=a.snapshots, ema=a.ema, mixup=a.mixup)
 
 
 def main(argv: list[str] | None = None) -> int:

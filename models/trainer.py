@@ -38,9 +38,12 @@ class TrainConfig:
     mixed_precision: bool = False
     export_dir: str | None = None
     class_labels: str | None = None
+    snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
+    ema: float = 0.0  # > 0: export an exponential moving average of the weights with this decay
+    mixup: float = 0.0  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
 
     # Fields that may change between a run and its resumption.
-    RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data")
+    RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,9 +138,11 @@ def train(config: TrainConfig) -> str | None:
     chief = is_chief(strategy)
     check_resume(config)
     tf.io.gfile.makedirs(config.model_dir)
-    if chief:
-        with tf.io.gfile.GFile(os.path.join(config.model_dir, "config.json"), "w") as f:
+    if chief:  # atomically: another worker may be reading it in check_resume
+        path = os.path.join(config.model_dir, "config.json")
+        with tf.io.gfile.GFile(path + ".tmp", "w") as f:
             json.dump(config.to_json(), f, indent=1)
+        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
@@ -146,9 +151,12 @@ def train(config: TrainConfig) -> str | None:
 
     with strategy.scope():
         model = zoo.build(config.model)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer = keras.optimizers.Adam(config.learning_rate, use_ema=config.ema > 0,
+                                          ema_momentum=config.ema or 0.99)
+        model.compile(optimizer=optimizer,
                       loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile)
-    data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed)
+    data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
+                                              mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
@@ -172,6 +180,20 @@ def train(config: TrainConfig) -> str | None:
     exporting.export(serving, target, labels_csv)
     if not chief:
         shutil.rmtree(target, ignore_errors=True)
+    elif config.snapshots:
+        export_snapshots(config, labels_csv)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # barrier: no worker leaves early
         strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
     return export_dir if chief else None
+
+
+def export_snapshots(config: TrainConfig, labels_csv: str) -> list[str]:
+    """Exports the last config.snapshots epoch checkpoints to DIR/snapshots/weights-EEEE (raw weights, no EMA)."""
+    checkpoints = sorted(tf.io.gfile.glob(os.path.join(config.model_dir, "checkpoints", "weights-*.h5")))
+    exported = []
+    for path in checkpoints[-config.snapshots:]:
+        model = zoo.build(config.model)
+        model.load_weights(path)
+        name = os.path.splitext(os.path.basename(path))[0]
+        exported.append(exporting.export(model, os.path.join(config.model_dir, "snapshots", name), labels_csv))
+    return exported

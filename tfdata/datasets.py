@@ -46,12 +46,13 @@ def read_manifest(shards_dir: str) -> dict:
     return manifest
 
 
-def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *,
+def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, mixup: float = 0.0,
                   input_pipeline_id: int = 0, num_input_pipelines: int = 1) -> tf.data.Dataset:
     """Endless class-balanced batches `({"embedding": uint8 [B,10,128], "num_frames": int32 [B]}, uint8 [B,527])`.
 
     With several input pipelines (workers), each reads its own subset of the files of every class
-    that has at least as many files as pipelines, and all use different random orders.
+    that has at least as many files as pipelines, and all use different random orders. With
+    mixup > 0 every clip is mixed with another clip of its batch (see `_mixup`; labels become float32).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -86,7 +87,32 @@ def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *,
     round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per C blocks
     dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
         lambda serialized, s: _interleave_classes(serialized, s, k, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.rebatch(batch_size, drop_remainder=True).map(_to_features).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.rebatch(batch_size, drop_remainder=True)
+    if mixup > 0:
+        mix_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, mix_seeds)).map(
+            lambda batch, s: _mixup(batch, s, mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(_to_features).prefetch(tf.data.AUTOTUNE)
+
+
+def _mixup(batch: dict, seed: tf.Tensor, alpha: float) -> dict:
+    """Mixup (Zhang et al. 2018) of each clip with the clip at the mirrored batch position.
+
+    Dequantization is affine, so mixing the uint8 codes and rounding is mixing the embeddings (to
+    within half a quantization bin). Frames that only one of the two clips has are taken from it.
+    """
+    gammas = tf.random.stateless_gamma([2, tf.shape(batch["num_frames"])[0]], seed=seed, alpha=alpha)  # [2, B]
+    lam = gammas[0] / (gammas[0] + gammas[1])  # [B] ~ Beta(alpha, alpha)
+    other = {k: tf.reverse(v, [0]) for k, v in batch.items()}
+    frame = tf.range(schema.NUM_FRAMES)[None, :]  # [1, 10]
+    weight = tf.where(frame < tf.cast(other["num_frames"], tf.int32)[:, None], lam[:, None], 1.0)  # [B, 10]
+    weight = tf.where(frame < tf.cast(batch["num_frames"], tf.int32)[:, None], weight, 0.0)[:, :, None]  # [B, 10, 1]
+    embedding = (weight * tf.cast(batch["embedding"], tf.float32)
+                 + (1 - weight) * tf.cast(other["embedding"], tf.float32))  # [B, 10, 128]
+    labels = (lam[:, None] * tf.cast(batch["labels"], tf.float32)
+              + (1 - lam[:, None]) * tf.cast(other["labels"], tf.float32))  # [B, 527]
+    return {"embedding": tf.cast(tf.round(embedding), tf.uint8),
+            "num_frames": tf.maximum(batch["num_frames"], other["num_frames"]), "labels": labels}
 
 
 def _shuffled(values: tf.Tensor, seed: tf.Tensor, unseeded: bool) -> tf.Tensor:
@@ -113,14 +139,14 @@ def _to_features(batch: dict) -> tuple[dict, tf.Tensor]:
 
 
 def distributed_train_dataset(strategy: tf.distribute.Strategy, shards_dir: str, global_batch_size: int,
-                              seed: int | None = None):
+                              seed: int | None = None, *, mixup: float = 0.0):
     """train_dataset per replica via `distribute_datasets_from_function`; each input pipeline reads its own part."""
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {global_batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return train_dataset(shards_dir, context.get_per_replica_batch_size(global_batch_size), seed,
+        return train_dataset(shards_dir, context.get_per_replica_batch_size(global_batch_size), seed, mixup=mixup,
                              input_pipeline_id=context.input_pipeline_id,
                              num_input_pipelines=context.num_input_pipelines)
 
