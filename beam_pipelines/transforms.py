@@ -1,452 +1,538 @@
-"""Composite PTransforms of the shard-building job, each labelled and counted.
+"""Composite PTransforms of the shard-building job, each labelled and counted (namespace build_shards).
 
-Elements are *batches* of clips (dicts of numpy arrays) wherever the data allows it, so Beam's
-per-element cost is paid per ~1,000 clips; only deduplication keys and the per-class grouping
-move single clips, and those carry compact values.
+Elements are batches of clips (dicts of numpy arrays, see beam_pipelines.core), never single clips:
+reading yields ~1,000 records per element. The three steps that bring clips together by a key
+(deduplication by clip, the per-class grouping, plain shards) go through _BufferedParts: it keeps
+the batches' columns until ~256 MB are buffered, then sorts the rows by key once and emits one
+part per key, so a shuffle moves a few hundred large elements per 256 MB instead of one per clip.
+By default the parts themselves are written to spill files under OUT/_tmp (one file per flush) and
+only (key, file, offset) references are shuffled; WriteManifest deletes OUT/_tmp at the end.
+
+The DAG: Read -> Parse -> Validate -> {Deduplicate, Write<main split>, WriteHoldout}. The writers
+drop the records that Deduplicate found to repeat an earlier one (a side input, usually empty), so
+no clip batch waits for the whole input to be deduplicated; WriteRejected, Summarize and
+WriteManifest run last, on side inputs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import struct
+import pickle
+import typing
+import uuid
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io import filesystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
+from beam_pipelines import core
 from tfdata import schema
 
 NAMESPACE = "build_shards"
-OK = schema.REASON_CODES.index(schema.OK)
 
 
 def _counter(name: str):
     return beam.metrics.Metrics.counter(NAMESPACE, name)
 
 
-def hash_fraction(video_id: bytes) -> float:
-    """A stable number in [0, 1) per video id (sha256), the same on every run and runner."""
-    return int.from_bytes(hashlib.sha256(video_id).digest()[:8], "big") / 2.0 ** 64
+class ClipPart(dict):
+    """A part of a clip batch (column -> numpy array) on its way through a shuffle."""
 
 
-def _key(*parts) -> bytes:
-    return hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()[:8]
+class SpilledPart(typing.NamedTuple):
+    """A ClipPart written into a spill file (pickled, at offset); the shuffle moves only this reference."""
+    path: str
+    offset: int
+    length: int
+    rows: int
 
 
-# --- Reading ----------------------------------------------------------------------------------
+class ClipPartCoder(beam.coders.Coder):
+    """Pickle protocol 5 (numpy arrays as raw buffers: about 5x faster than Beam's default coder),
+    for a ClipPart or a SpilledPart."""
 
-class _ReadTFRecordFile(beam.DoFn):
-    """One TFRecord file -> batches {file, positions, records}; unreadable data -> rejected entries.
+    def encode(self, value):
+        return pickle.dumps(value, protocol=5)
 
-    Reads the framing itself (Beam's TFRecord CRC helpers), so that a record whose data CRC does
-    not match is rejected alone and reading goes on; after a truncated record or a corrupt length
-    field the rest of the file cannot be framed and is rejected as one `unreadable_data` record.
-    """
+    def decode(self, encoded):
+        return pickle.loads(encoded)
 
-    def __init__(self, batch_size: int):
-        self._batch_size = batch_size
+    def is_deterministic(self):
+        return False
 
-    def process(self, path: str):
-        positions, records = [], []
-        with filesystems.FileSystems.open(path, compression_type="uncompressed") as f:
-            position = 0
-            while True:
-                header = f.read(12)
-                if not header:
-                    break
-                problem, record = _read_framed(f, header)
-                if problem == "data_crc":
-                    yield beam.pvalue.TaggedOutput("rejected", _rejection(path, position, None, "unreadable_data",
-                                                                          "record data CRC mismatch"))
-                elif problem:
-                    yield beam.pvalue.TaggedOutput("rejected", _rejection(path, position, None, "unreadable_data",
-                                                                          f"{problem}: rest of file unreadable"))
-                    break
-                else:
-                    positions.append(position)
-                    records.append(record)
-                    if len(records) == self._batch_size:
-                        yield {"file": path, "positions": np.array(positions), "records": records}
-                        positions, records = [], []
-                position += 1
+    def to_type_hint(self):
+        return ClipPart
+
+
+beam.coders.registry.register_coder(ClipPart, ClipPartCoder)
+KeyedPart = typing.Tuple[int, ClipPart]
+
+
+def _load_parts(values) -> dict:
+    """The values of one key after a shuffle (ClipParts or SpilledParts) -> one part."""
+    parts = []
+    for value in sorted(values, key=lambda v: (v.path, v.offset) if isinstance(v, SpilledPart) else ("", 0)):
+        if isinstance(value, SpilledPart):
+            with filesystems.FileSystems.open(value.path, compression_type="uncompressed") as f:
+                f.seek(value.offset)
+                value = pickle.loads(f.read(value.length))
+        parts.append(dict(value))
+    return core.concat(parts)
+
+
+# --- Reading ----------------------------------------------------------------------------------------
+
+class _ReadTFRecordGroup(beam.DoFn):
+    """A group of input files -> raw batches {file, position, records}; unreadable data -> entries."""
+
+    def __init__(self, files: list[str], batch_size: int):
+        self._files, self._batch_size = files, batch_size
+
+    def process(self, group: list[int]):
+        files, positions, records = [], [], []
+        for index in group:
+            path = self._files[index]
+            for position, record, problem in core.read_tfrecord_file(path):
+                if problem:
+                    _counter("unreadable_records").inc()
+                    yield beam.pvalue.TaggedOutput("unreadable", core.rejection(
+                        path, position, None, "unreadable_data", problem))
+                    continue
+                files.append(index)
+                positions.append(position)
+                records.append(record)
+                if len(records) == self._batch_size:
+                    yield {"file": np.array(files, np.int32), "position": np.array(positions, np.int64),
+                           "records": records}
+                    files, positions, records = [], [], []
+            _counter("files_read").inc()
         if records:
-            yield {"file": path, "positions": np.array(positions), "records": records}
+            yield {"file": np.array(files, np.int32), "position": np.array(positions, np.int64), "records": records}
 
 
-def _read_framed(f, header: bytes) -> tuple[str | None, bytes | None]:
-    if len(header) < 12:
-        return "truncated record", None
-    length, length_crc = struct.unpack("<QI", header)
-    if _TFRecordUtil._masked_crc32c(header[:8]) != length_crc:
-        return "corrupt record length (not a TFRecord file?)", None
-    body = f.read(length + 4)
-    if len(body) != length + 4:
-        return "truncated record", None
-    data, data_crc = body[:length], struct.unpack("<I", body[length:])[0]
-    if _TFRecordUtil._masked_crc32c(data) != data_crc:
-        return "data_crc", None
-    return None, data
+class ReadTFRecords(beam.PTransform):
+    """Input TFRecord files -> `batches` of serialized records with file index and position, and
+    `unreadable` dead-letter entries (a record whose data CRC fails; the rest of a file that cannot
+    be framed). Files are read in groups of about group_bytes, so small files share a batch."""
+
+    def __init__(self, files: list[str], sizes: list[int], batch_size: int, group_bytes: int = 4 << 20):
+        super().__init__()
+        self._files, self._batch_size = files, batch_size
+        self._groups = core.group_files(sizes, group_bytes)
+
+    def expand(self, pbegin):
+        read = (pbegin
+                | "FileGroups" >> beam.Create(self._groups, reshuffle=False)
+                | "Distribute" >> beam.Reshuffle()
+                | "ReadFiles" >> beam.ParDo(_ReadTFRecordGroup(self._files, self._batch_size)).with_outputs(
+                    "unreadable", main="batches"))
+        return {"batches": read.batches, "unreadable": read.unreadable}
 
 
-class _ReadHdf5Rows(beam.DoFn):
-    """(path, begin, end) -> batches of canonical SequenceExamples of those rows."""
-
-    def process(self, row_range: tuple[str, int, int]):
-        import h5py
-
-        path, begin, end = row_range
-        with filesystems.FileSystems.open(path, compression_type="uncompressed") as f, h5py.File(f, "r") as h5:
-            x = h5[schema.H5_EMBEDDING][begin:end]
-            y = h5[schema.H5_LABELS][begin:end]
-            ids = h5[schema.H5_VIDEO_ID][begin:end]
-            frames = (h5[schema.H5_NUM_FRAMES][begin:end] if schema.H5_NUM_FRAMES in h5
-                      else _num_frames_from_padding(x))
-            starts = (h5[schema.H5_START_TIME][begin:end] if schema.H5_START_TIME in h5
-                      else np.full(end - begin, np.nan, np.float32))
-        records = [schema.encode_sequence_example(ids[i], float(starts[i]), int(frames[i]),
-                                                  np.flatnonzero(y[i]).tolist(), x[i]) for i in range(end - begin)]
-        yield {"file": path, "positions": np.arange(begin, end), "records": records}
+class _ParseBatch(beam.DoFn):
+    def process(self, raw: dict):
+        _counter("input_records").inc(len(raw["records"]))
+        _counter("parsed_batches").inc()
+        yield core.parse_batch(raw["records"], raw["file"], raw["position"])
 
 
-def _num_frames_from_padding(x: np.ndarray) -> np.ndarray:
-    nonzero = x.any(axis=2)  # [N, 10]
-    return np.where(nonzero.any(axis=1), schema.NUM_FRAMES - np.argmax(nonzero[:, ::-1], axis=1), 0)
+class ParseRecords(beam.PTransform):
+    """Raw batches -> clip batches: one vectorized TF parse (readers.parse_records) per batch."""
+
+    def expand(self, raw_batches):
+        return raw_batches | "Parse" >> beam.ParDo(_ParseBatch())
 
 
-def hdf5_row_ranges(path: str, rows_per_range: int) -> list[tuple[str, int, int]]:
-    """Splits one research HDF5 file into row ranges; validates its layout first (ValueError)."""
+def hdf5_row_ranges(files: list[str], rows_per_range: int) -> list[tuple[int, int, int]]:
+    """(file index, begin, end) row ranges of research HDF5 files; checks each layout (ValueError)."""
     from tfdata import readers
 
-    n = readers.hdf5_datasets(path)[schema.H5_EMBEDDING][0][0]
-    return [(path, b, min(b + rows_per_range, n)) for b in range(0, n, rows_per_range)]
+    ranges = []
+    for index, path in enumerate(files):
+        n = readers.hdf5_datasets(path)[schema.H5_EMBEDDING][0][0]
+        ranges += [(index, b, min(b + rows_per_range, n)) for b in range(0, n, rows_per_range)]
+    return ranges
 
 
-class ReadClipBatches(beam.PTransform):
-    """Input files -> batches of serialized SequenceExamples with their file and position.
+class _ReadHdf5Range(beam.DoFn):
+    def __init__(self, files: list[str]):
+        self._files = files
 
-    Outputs: main (batches) and `rejected` (records no batch could hold).
-    """
+    def process(self, row_range: tuple[int, int, int]):
+        import h5py
 
-    def __init__(self, files: list[str], batch_size: int = 1000, hdf5: bool = False):
+        index, begin, end = row_range
+        path = self._files[index]
+        source = filesystems.FileSystems.open(path) if "://" in path else open(path, "rb")
+        with source as f, h5py.File(f, "r") as h5:
+            columns = [h5[name][begin:end] if name in h5 else None for name in (
+                schema.H5_EMBEDDING, schema.H5_LABELS, schema.H5_VIDEO_ID, schema.H5_NUM_FRAMES, schema.H5_START_TIME)]
+        _counter("input_records").inc(end - begin)
+        yield core.hdf5_batch(*columns, file=index, begin=begin)
+
+
+class ReadHdf5(beam.PTransform):
+    """Research HDF5 files -> clip batches, row ranges read with h5py so that workers share a file."""
+
+    def __init__(self, files: list[str], rows_per_range: int):
         super().__init__()
-        self._files, self._batch_size, self._hdf5 = files, batch_size, hdf5
+        self._files, self._ranges = files, hdf5_row_ranges(files, rows_per_range)
 
-    def expand(self, pipeline):
-        if self._hdf5:
-            ranges = [r for path in self._files for r in hdf5_row_ranges(path, self._batch_size)]
-            batches = (pipeline | "RowRanges" >> beam.Create(ranges) | "Reshuffle" >> beam.Reshuffle()
-                       | "ReadRows" >> beam.ParDo(_ReadHdf5Rows()))
-            rejected = pipeline | "NoUnreadable" >> beam.Create([])
-            return {"batches": batches, "rejected": rejected}
-        read = (pipeline | "Files" >> beam.Create(self._files) | "Reshuffle" >> beam.Reshuffle()
-                | "ReadFiles" >> beam.ParDo(_ReadTFRecordFile(self._batch_size)).with_outputs("rejected", main="batches"))
-        return {"batches": read.batches, "rejected": read.rejected}
+    def expand(self, pbegin):
+        return (pbegin
+                | "RowRanges" >> beam.Create(self._ranges, reshuffle=False)
+                | "Distribute" >> beam.Reshuffle()
+                | "ReadRows" >> beam.ParDo(_ReadHdf5Range(self._files)))
 
 
-# --- Validation -------------------------------------------------------------------------------
+# --- Validation and splits --------------------------------------------------------------------------
 
-class _Parse(beam.DoFn):
-    def setup(self):
-        from tfdata import readers
-        self._readers = readers
+class _Validate(beam.DoFn):
+    def __init__(self, files: list[str], holdout_fraction: float):
+        self._files, self._threshold = files, np.uint64(0)
+        self._holdout = holdout_fraction > 0
+        if self._holdout:
+            self._threshold = np.uint64(min(core.holdout_threshold(holdout_fraction), 2 ** 64 - 1))
 
     def process(self, batch: dict):
-        parsed = self._readers.parse_records(batch["records"])
-        _counter("input_records").inc(len(batch["records"]))
-        yield batch | parsed
+        valid = batch["reason"] == core.OK
+        stats = core.empty_stats()
+        stats["input_records"] = len(valid)
+        stats["rejected_reasons"] = core.reason_counts(batch["reason"])
+        if not valid.all():
+            bad = np.flatnonzero(~valid)
+            for reason, n in stats["rejected_reasons"].items():
+                _counter(f"rejected_{reason}").inc(n)
+            yield beam.pvalue.TaggedOutput("rejected", core.rejections(batch, bad, batch["reason"][bad], self._files))
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        if valid.any():
+            clips = core.take(batch, valid) if not valid.all() else dict(batch)
+            clips.pop("reason")
+            clips["holdout"] = (clips["video_hash"] < self._threshold) if self._holdout else np.zeros(
+                len(clips["uid"]), bool)
+            _counter("valid_records").inc(len(clips["uid"]))
+            yield clips
 
 
-class ParseAndValidate(beam.PTransform):
-    """Raw batches -> parsed batches with a reason code per clip (vectorized TF parse per batch)."""
+class Validate(beam.PTransform):
+    """Clip batches -> `valid` clip batches (with a `holdout` column: a hash of the video id below
+    holdout_fraction * 2**64), `rejected` entry lists, and `stats` per batch."""
+
+    def __init__(self, files: list[str], holdout_fraction: float):
+        super().__init__()
+        self._files, self._holdout_fraction = files, holdout_fraction
 
     def expand(self, batches):
-        return batches | "Parse" >> beam.ParDo(_Parse())
+        out = batches | "CheckReasons" >> beam.ParDo(_Validate(self._files, self._holdout_fraction)).with_outputs(
+            "rejected", "stats", main="valid")
+        return {"valid": out.valid, "rejected": out.rejected, "stats": out.stats}
+
+
+# --- Keyed parts ------------------------------------------------------------------------------------
+
+class _BufferedParts(beam.DoFn):
+    """Batches -> (key, part): rows of the batches gathered by a key, cut into few large parts.
+
+    `route(batch)` returns (columns, rows, keys): the columns to keep, and which of their rows go to
+    which key (a row may go to several keys: a clip goes to each of its classes). The DoFn keeps
+    references to the columns and the (row, key) pairs until they amount to total_bytes (or the
+    bundle ends), then concatenates them once, sorts the pairs by key and emits one part per key;
+    the Python work per key is paid per flush, not per batch.
+
+    With a spill_dir, each part is written to a file there and only a SpilledPart (its path) goes
+    through the shuffle: runners that hold a shuffle in memory (the DirectRunner keeps every value
+    decoded, then encodes it again, about 3x its size) then hold only references.
+    """
+
+    def __init__(self, route, spill_dir: str | None = None, total_bytes: int = 256 << 20):
+        self._route, self._spill_dir, self._total_bytes = route, spill_dir, total_bytes
+
+    def start_bundle(self):
+        self._columns, self._rows, self._keys, self._num_rows, self._bytes = [], [], [], 0, 0
+
+    def process(self, batch: dict):
+        routed = self._route(batch)
+        if routed is None:
+            return
+        columns, rows, keys = routed
+        n = core.num_rows(columns)
+        self._columns.append(columns)
+        self._rows.append(np.asarray(rows, np.int64) + self._num_rows)
+        self._keys.append(np.asarray(keys, np.int64))
+        self._num_rows += n
+        self._bytes += core.nbytes(columns) + len(rows) * core.row_bytes(columns)
+        if self._bytes >= self._total_bytes:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for keyed in self._flush():
+            yield WindowedValue(keyed, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+    def _flush(self):
+        if not self._columns:
+            return
+        columns = core.concat(self._columns)
+        rows, keys = np.concatenate(self._rows), np.concatenate(self._keys)
+        self.start_bundle()
+        order = np.argsort(keys, kind="stable")
+        rows, keys = rows[order], keys[order]
+        bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
+        parts = ((int(keys[b]), core.take(columns, rows[b:e])) for b, e in zip(bounds[:-1], bounds[1:]))
+        _counter("shuffled_parts").inc(len(bounds) - 1)
+        if self._spill_dir is None:
+            yield from ((key, ClipPart(part)) for key, part in parts)
+            return
+        path, offset, spilled = f"{self._spill_dir}/{uuid.uuid4().hex}.pickles", 0, []
+        with filesystems.FileSystems.create(path) as f:  # one file per flush, one pickle per key
+            for key, part in parts:
+                blob = pickle.dumps(part, protocol=5)
+                f.write(blob)
+                spilled.append((key, SpilledPart(path, offset, len(blob), core.num_rows(part))))
+                offset += len(blob)
+        _counter("spilled_bytes").inc(offset)
+        yield from spilled
+
+
+class _Duplicates:
+    """The side input of duplicate record keys as one sorted array, built once per side input."""
+
+    def __init__(self):
+        self._source, self._keys = None, np.zeros(0, np.int64)
+
+    def keys(self, arrays: list) -> np.ndarray:
+        if arrays is not self._source:
+            self._source = arrays
+            self._keys = np.unique(np.concatenate(list(arrays))) if arrays else np.zeros(0, np.int64)
+        return self._keys
+
+    def drop(self, part: dict, arrays: list) -> dict:
+        keys = self.keys(arrays)
+        if len(keys) == 0:
+            return part
+        repeated = np.isin(core.record_keys(part["file"], part["position"]), keys)
+        return core.take(part, ~repeated) if repeated.any() else part
+
+
+# --- Deduplication ----------------------------------------------------------------------------------
+
+def _dedup_route(num_buckets: int):
+    def route(batch: dict):
+        columns = {key: batch[key] for key in core.DEDUP_COLUMNS}
+        return columns, np.arange(len(batch["uid"])), core.dedup_bucket(batch["uid"], num_buckets)
+    return route
+
+
+class _ResolveDuplicates(beam.DoFn):
+    def __init__(self, files: list[str]):
+        self._files = files
+
+    def process(self, element):
+        _, parts = element
+        part = _load_parts(parts)
+        duplicate = core.find_duplicates(part)
+        stats = core.kept_stats(part, duplicate)
+        if duplicate.any():
+            rows = np.flatnonzero(duplicate)
+            _counter("rejected_duplicate").inc(len(rows))
+            yield beam.pvalue.TaggedOutput("rejected", core.rejections(part, rows, ["duplicate"] * len(rows),
+                                                                       self._files))
+            yield core.record_keys(part["file"][rows], part["position"][rows])
+        _counter("distinct_clips").inc(stats["main_clips"] + stats["holdout_clips"])
+        yield beam.pvalue.TaggedOutput("stats", stats)
 
 
 class FindDuplicates(beam.PTransform):
-    """Parsed batches -> (file, position) of every copy of a clip after its first, by (file, position)."""
+    """Valid clip batches -> `duplicates` (int64 arrays of core.record_keys of every copy of a clip
+    after its first by (file, position)), their `rejected` entries, and `stats` of the distinct
+    clips (per split and class), grouped by a hash of the clip into num_buckets buckets."""
 
-    def expand(self, batches):
-        def keys(batch):
-            for i in np.flatnonzero(batch["reason"] == OK):
-                yield ((batch["video_id"][i], float(batch["start_time_seconds"][i])),
-                       (batch["file"], int(batch["positions"][i])))
-
-        return (batches
-                | "ClipKeys" >> beam.FlatMap(keys)
-                | "GroupByClip" >> beam.GroupByKey()
-                | "LaterCopies" >> beam.FlatMap(lambda kv: sorted(kv[1])[1:]))
-
-
-class _Split(beam.DoFn):
-    def __init__(self, holdout_fraction: float):
-        self._holdout_fraction = holdout_fraction
-        self._duplicates_id, self._duplicates = None, frozenset()
-
-    def process(self, batch: dict, duplicates):
-        if id(duplicates) != self._duplicates_id:  # the side input, as a set, once per bundle
-            self._duplicates_id, self._duplicates = id(duplicates), frozenset(map(tuple, duplicates))
-        reasons = [schema.REASON_CODES[r] for r in batch["reason"]]
-        for i, position in enumerate(batch["positions"].tolist()):
-            if reasons[i] == schema.OK and (batch["file"], position) in self._duplicates:
-                reasons[i] = "duplicate"
-        keep = np.array([r == schema.OK for r in reasons], bool)
-        for i in np.flatnonzero(~keep):
-            _counter(f"rejected_{reasons[i]}").inc()
-            yield beam.pvalue.TaggedOutput("rejected", _rejection(
-                batch["file"], int(batch["positions"][i]), batch["video_id"][i], reasons[i]))
-        holdout = np.array([hash_fraction(v) < self._holdout_fraction for v in batch["video_id"]], bool) & keep
-        for name, rows in (("train", keep & ~holdout), ("holdout", holdout)):
-            if rows.any():
-                _counter(f"{name}_clips").inc(int(rows.sum()))
-                yield beam.pvalue.TaggedOutput(name, {key: _take(value, rows) for key, value in batch.items()
-                                                      if key not in ("file", "reason")})
-        yield beam.pvalue.TaggedOutput("stats", Stats.of_batch(batch, reasons, keep, holdout))
-
-
-def _take(value, rows: np.ndarray):
-    return [v for v, keep in zip(value, rows) if keep] if isinstance(value, list) else value[rows]
-
-
-class SplitClips(beam.PTransform):
-    """Parsed batches -> `train` and `holdout` clip batches, `rejected` entries, and `stats` per batch."""
-
-    def __init__(self, holdout_fraction: float):
+    def __init__(self, files: list[str], num_buckets: int = 64, spill_dir: str | None = None,
+                 buffer_bytes: int = 256 << 20):
         super().__init__()
-        self._holdout_fraction = holdout_fraction
+        self._files, self._num_buckets = files, num_buckets
+        self._buffer = (spill_dir, buffer_bytes)
 
-    def expand(self, batches_and_duplicates):
-        batches, duplicates = batches_and_duplicates
-        return batches | "Split" >> beam.ParDo(
-            _Split(self._holdout_fraction), duplicates=beam.pvalue.AsList(duplicates)
-        ).with_outputs("train", "holdout", "rejected", "stats")
-
-
-def _rejection(path, position, video_id, reason, detail=None) -> str:
-    entry = {"file": path, "position": position, "reason": reason}
-    if video_id:
-        entry["video_id"] = video_id.decode(errors="replace")
-    if detail:
-        entry["detail"] = detail
-    return json.dumps(entry, sort_keys=True)
+    def expand(self, valid):
+        out = (valid
+               | "ByBucket" >> beam.ParDo(_BufferedParts(_dedup_route(self._num_buckets), *self._buffer))
+               .with_output_types(KeyedPart)
+               | "GroupByBucket" >> beam.GroupByKey()
+               | "Resolve" >> beam.ParDo(_ResolveDuplicates(self._files)).with_outputs(
+                   "rejected", "stats", main="duplicates"))
+        return {"duplicates": out.duplicates, "rejected": out.rejected, "stats": out.stats}
 
 
-# --- Accounting -------------------------------------------------------------------------------
+# --- Writing ----------------------------------------------------------------------------------------
 
-class Stats:
-    """Counts of one batch, summed by CombineGlobally(Stats.Sum)."""
-
-    @staticmethod
-    def of_batch(batch: dict, reasons: list[str], keep: np.ndarray, holdout: np.ndarray) -> dict:
-        labels = batch["labels"].astype(np.int64)
-        rejected = {}
-        for r in reasons:
-            if r != schema.OK:
-                rejected[r] = rejected.get(r, 0) + 1
-        return {"input_records": len(reasons), "rejected_reasons": rejected,
-                "train": labels[keep & ~holdout].sum(axis=0), "train_clips": int((keep & ~holdout).sum()),
-                "holdout": labels[holdout].sum(axis=0), "holdout_clips": int(holdout.sum())}
-
-    @staticmethod
-    def empty() -> dict:
-        zeros = np.zeros(schema.NUM_CLASSES, np.int64)
-        return {"input_records": 0, "rejected_reasons": {}, "train": zeros, "train_clips": 0,
-                "holdout": zeros, "holdout_clips": 0}
-
-    @staticmethod
-    def add(a: dict, b: dict) -> dict:
-        reasons = dict(a["rejected_reasons"])
-        for r, n in b["rejected_reasons"].items():
-            reasons[r] = reasons.get(r, 0) + n
-        return {"input_records": a["input_records"] + b["input_records"], "rejected_reasons": reasons,
-                "train": a["train"] + b["train"], "train_clips": a["train_clips"] + b["train_clips"],
-                "holdout": a["holdout"] + b["holdout"], "holdout_clips": a["holdout_clips"] + b["holdout_clips"]}
-
-    class Sum(beam.CombineFn):
-        def create_accumulator(self):
-            return Stats.empty()
-
-        def add_input(self, accumulator, element):
-            return Stats.add(accumulator, element)
-
-        def merge_accumulators(self, accumulators):
-            total = Stats.empty()
-            for a in accumulators:
-                total = Stats.add(total, a)
-            return total
-
-        def extract_output(self, accumulator):
-            return accumulator
+def _balanced_route(batch: dict):
+    """Each training clip to each of its classes."""
+    labels = core.unpack_labels(batch["labels"])  # [N, 527]
+    labels[batch["holdout"]] = 0
+    rows, classes = np.nonzero(labels)
+    return {key: batch[key] for key in core.BALANCED_COLUMNS}, rows, classes
 
 
-class Summarize(beam.PTransform):
-    """Stats per batch + rejected entries from reading -> one total."""
-
-    def expand(self, stats_and_unreadable):
-        stats, unreadable = stats_and_unreadable
-        unreadable_stats = unreadable | "UnreadableStats" >> beam.Map(
-            lambda entry: Stats.add(Stats.empty(), {**Stats.empty(), "input_records": 1,
-                                                    "rejected_reasons": {json.loads(entry)["reason"]: 1}}))
-        return ((stats, unreadable_stats) | "AllStats" >> beam.Flatten()
-                | "Sum" >> beam.CombineGlobally(Stats.Sum()))
-
-
-# --- Writing ----------------------------------------------------------------------------------
-
-def _class_files(count: int, block_size: int, blocks_per_file: int) -> int:
-    return max(1, -(-count // (block_size * blocks_per_file)))
-
-
-class _ClipsPerClass(beam.DoFn):
-    """A train batch -> ((class, file index), (order key, compact clip)) once per label of each clip."""
-
-    def __init__(self, seed: int, block_size: int, blocks_per_file: int):
-        self._seed, self._block_size, self._blocks_per_file = seed, block_size, blocks_per_file
-
-    def process(self, batch: dict, class_counts):
-        packed = np.packbits(batch["labels"].astype(bool), axis=1)  # [N, 66]
-        for i in range(len(batch["records"])):
-            video_id, start = batch["video_id"][i], float(batch["start_time_seconds"][i])
-            clip = (batch["embedding"][i].tobytes(), int(batch["num_frames"][i]), packed[i].tobytes(), video_id, start)
-            for c in np.flatnonzero(batch["labels"][i]).tolist():
-                order = _key(self._seed, c, video_id, start)
-                files = _class_files(int(class_counts[c]), self._block_size, self._blocks_per_file)
-                yield (c, int.from_bytes(order, "big") % files), (order, clip)
-
-
-class _WriteClassFile(beam.DoFn):
-    """All clips of (class, file index) -> one file of blocks of exactly K clips of that class."""
-
+class _WriteClass(beam.DoFn):
     def __init__(self, output_dir: str, seed: int, block_size: int, min_blocks: int, blocks_per_file: int):
-        self._output_dir, self._seed = output_dir, seed
-        self._block_size, self._min_blocks, self._blocks_per_file = block_size, min_blocks, blocks_per_file
+        self._output_dir, self._args = output_dir, (seed, block_size, min_blocks, blocks_per_file)
+        self._duplicates = _Duplicates()
 
-    def process(self, element, class_counts):
-        import tensorflow as tf
-
-        (c, index), clips = element
-        clips = [clip for _, clip in sorted(clips)]  # deterministic pseudo-random order
-        k = self._block_size
-        files = _class_files(int(class_counts[c]), k, self._blocks_per_file)
-        n_blocks = -(-len(clips) // k)
-        if files == 1:
-            n_blocks = max(n_blocks, self._min_blocks)
-        sequence, cycle = list(clips), 1
-        while len(sequence) < n_blocks * k:  # rare classes: go through the clips again in a fresh order
-            sequence += sorted(clips, key=lambda clip: _key(self._seed, c, cycle, clip[3], clip[4]))
-            cycle += 1
-        name = f"train/class-{c:03d}-{index:05d}-of-{files:05d}.tfrecord"
-        with tf.io.TFRecordWriter(os.path.join(self._output_dir, name)) as writer:
-            for b in range(n_blocks):
-                block = sequence[b * k:(b + 1) * k]
-                embedding = np.frombuffer(b"".join(clip[0] for clip in block), np.uint8).reshape(
-                    k, schema.NUM_FRAMES, schema.EMBEDDING_DIM)
-                labels = np.unpackbits(np.frombuffer(b"".join(clip[2] for clip in block), np.uint8).reshape(
-                    k, schema.PACKED_LABEL_BYTES), axis=1)[:, :schema.NUM_CLASSES]
-                writer.write(schema.encode_block(c, embedding, np.array([clip[1] for clip in block]), labels))
-        _counter("train_blocks").inc(n_blocks)
-        yield {"class": c, "file": name, "blocks": n_blocks}
+    def process(self, element, duplicates):
+        class_index, parts = element
+        part = self._duplicates.drop(_load_parts(parts), duplicates)
+        written = core.write_class_files(self._output_dir, class_index, part, *self._args)
+        _counter("classes_written").inc()
+        _counter("class_files_written").inc(len(written))
+        _counter("blocks_written").inc(sum(e["blocks"] for e in written))
+        yield from written
 
 
 class WriteBalancedShards(beam.PTransform):
-    """Train clip batches -> per-class files of blocks; outputs {class, file, blocks} per file."""
+    """(valid clip batches, duplicates) -> the train split's per-class files of blocks
+    (core.write_class_files); outputs {class, file, blocks} per file. The shuffle moves, per class,
+    only uid, file, position, embedding, num_frames and packed labels (1.4 kB per clip and label)."""
 
-    def __init__(self, output_dir: str, seed: int, block_size: int, min_blocks: int, blocks_per_file: int):
+    def __init__(self, output_dir: str, seed: int, block_size: int, min_blocks: int, blocks_per_file: int,
+                 spill_dir: str | None = None, buffer_bytes: int = 256 << 20):
         super().__init__()
-        self._args = (seed, block_size, blocks_per_file)
         self._write = (output_dir, seed, block_size, min_blocks, blocks_per_file)
+        self._buffer = (spill_dir, buffer_bytes)
 
-    def expand(self, train_and_counts):
-        train, class_counts = train_and_counts
-        counts = beam.pvalue.AsSingleton(class_counts)
-        return (train
-                | "PerClass" >> beam.ParDo(_ClipsPerClass(*self._args), class_counts=counts)
-                | "GroupByClassFile" >> beam.GroupByKey()
-                | "WriteClassFiles" >> beam.ParDo(_WriteClassFile(*self._write), class_counts=counts))
+    def expand(self, valid_and_duplicates):
+        valid, duplicates = valid_and_duplicates
+        return (valid
+                | "ByClass" >> beam.ParDo(_BufferedParts(_balanced_route, *self._buffer))
+                .with_output_types(KeyedPart)
+                | "GroupByClass" >> beam.GroupByKey()
+                | "WriteClassFiles" >> beam.ParDo(_WriteClass(*self._write),
+                                                  duplicates=beam.pvalue.AsList(duplicates)))
+
+
+def _plain_route(holdout: bool, num_shards: int):
+    """Each clip of one side of the holdout split to its plain shard (by video id)."""
+    def route(batch: dict):
+        rows = np.flatnonzero(batch["holdout"] if holdout else ~batch["holdout"])
+        if len(rows) == 0:
+            return None
+        if "record" in batch:
+            columns = {key: batch[key] for key in core.PLAIN_COLUMNS}
+        else:  # HDF5 input: serialize canonical SequenceExamples of these rows only
+            part = core.take(batch, rows)
+            columns = {key: part[key] for key in core.PLAIN_COLUMNS[:-1]} | {"record": core.canonical_records(part)}
+            return columns, np.arange(len(rows)), core.plain_shard(part["video_hash"], num_shards)
+        return columns, rows, core.plain_shard(batch["video_hash"][rows], num_shards)
+    return route
+
+
+class _WritePlain(beam.DoFn):
+    def __init__(self, output_dir: str, split: str, num_shards: int):
+        self._output_dir, self._split, self._num_shards = output_dir, split, num_shards
+        self._duplicates = _Duplicates()
+
+    def process(self, element, duplicates):
+        shard, parts = element
+        part = self._duplicates.drop(_load_parts(parts), duplicates)
+        if core.num_rows(part):
+            name = core.plain_file_name(self._split, shard, self._num_shards)
+            _counter(f"{self._split}_records_written").inc(core.write_plain_file(self._output_dir, name, part))
+            yield name
 
 
 class WritePlainShards(beam.PTransform):
-    """Clip batches -> `{split}/part-i-of-n.tfrecord` of the original records, sorted by (video_id, start)."""
+    """(valid clip batches, duplicates) -> `{split}/part-i-of-n.tfrecord`: the original records of one
+    side of the holdout split, each clip once, shard by a hash of the video id, each file sorted by
+    (video_id, start time). Outputs the names of the files written (shards without clips are not)."""
 
-    def __init__(self, output_dir: str, split: str, num_shards: int):
+    def __init__(self, output_dir: str, split: str, num_shards: int, holdout: bool, spill_dir: str | None = None,
+                 buffer_bytes: int = 256 << 20):
         super().__init__()
-        self._output_dir, self._split, self._num_shards = output_dir, split, num_shards
+        self._output_dir, self._split, self._num_shards, self._holdout = output_dir, split, num_shards, holdout
+        self._buffer = (spill_dir, buffer_bytes)
 
-    def expand(self, batches):
-        n = self._num_shards
+    def expand(self, valid_and_duplicates):
+        valid, duplicates = valid_and_duplicates
+        return (valid
+                | "ByShard" >> beam.ParDo(_BufferedParts(_plain_route(self._holdout, self._num_shards),
+                                                          *self._buffer)).with_output_types(KeyedPart)
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(_WritePlain(self._output_dir, self._split, self._num_shards),
+                                             duplicates=beam.pvalue.AsList(duplicates)))
 
-        def by_shard(batch):
-            for i, record in enumerate(batch["records"]):
-                video_id, start = batch["video_id"][i], float(batch["start_time_seconds"][i])
-                yield int.from_bytes(_key("plain shard", video_id), "big") % n, (video_id, start, record)
 
-        def write(element):
-            import tensorflow as tf
+REJECTED_FILE = "rejected/rejected.jsonl"
 
-            shard, clips = element
-            name = f"{self._split}/part-{shard:05d}-of-{n:05d}.tfrecord"
-            with tf.io.TFRecordWriter(os.path.join(self._output_dir, name)) as writer:
-                for _, _, record in sorted(clips, key=lambda clip: (clip[0], clip[1])):
-                    writer.write(record)
-            return name
 
-        return (batches | "ByShard" >> beam.FlatMap(by_shard) | "GroupByShard" >> beam.GroupByKey()
-                | "Write" >> beam.Map(write))
+class WriteRejected(beam.PTransform):
+    """Lists of dead-letter entries -> OUT/rejected/rejected.jsonl, sorted by (file, position); outputs its name."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self._output_dir = output_dir
+
+    def expand(self, entry_lists):
+        def write(_, lists):
+            entries = [entry for entries in lists for entry in entries]
+            path = os.path.join(self._output_dir, REJECTED_FILE)
+            with filesystems.FileSystems.create(path) as f:
+                f.write(core.rejected_lines(entries))
+            _counter("rejected_entries_written").inc(len(entries))
+            return REJECTED_FILE
+
+        return (entry_lists.pipeline
+                | "Once" >> beam.Create([None])
+                | "Write" >> beam.Map(write, lists=beam.pvalue.AsList(entry_lists)))
+
+
+class _SumStats(beam.CombineFn):
+    def create_accumulator(self):
+        return core.empty_stats()
+
+    def add_input(self, accumulator, element):
+        return core.add_stats(accumulator, element)
+
+    def merge_accumulators(self, accumulators):
+        total = core.empty_stats()
+        for accumulator in accumulators:
+            total = core.add_stats(total, accumulator)
+        return total
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class Summarize(beam.PTransform):
+    """Stats of batches (input records, rejections by reason, distinct clips per split and class) -> one total."""
+
+    def expand(self, stats):
+        return stats | "Sum" >> beam.CombineGlobally(_SumStats())
 
 
 class WriteManifest(beam.PTransform):
-    """Stats and written file lists -> OUT/manifest.json, written last: the mark of a finished run."""
+    """(total stats, main files, holdout files, rejected file) -> OUT/manifest.json, last: it marks a
+    finished run. Takes everything as side inputs, so it runs after every write."""
 
-    def __init__(self, output_dir: str, args: dict, main_split: str, layout: str, block_size: int):
+    def __init__(self, output_dir: str, args: dict, main_split: str, layout: str, block_size: int, holdout: bool,
+                 spill_dir: str | None = None):
         super().__init__()
-        self._output_dir, self._args = output_dir, args
-        self._main_split, self._layout, self._block_size = main_split, layout, block_size
+        self._output_dir, self._args, self._spill_dir = output_dir, args, spill_dir
+        self._split = (main_split, layout, block_size, holdout)
 
     def expand(self, inputs):
-        stats, train_files, holdout_files = inputs
-        return (stats.pipeline | "Once" >> beam.Create([None])
+        stats, main_files, holdout_files, rejected_file = inputs
+        return (stats.pipeline
+                | "Once" >> beam.Create([None])
                 | "Write" >> beam.Map(self._write, stats=beam.pvalue.AsSingleton(stats),
-                                      train_files=beam.pvalue.AsList(train_files),
-                                      holdout_files=beam.pvalue.AsList(holdout_files)))
+                                      main_files=beam.pvalue.AsList(main_files),
+                                      holdout_files=beam.pvalue.AsList(holdout_files),
+                                      rejected_file=beam.pvalue.AsSingleton(rejected_file)))
 
-    def _write(self, _, stats, train_files, holdout_files):
-        manifest = build_manifest(stats, train_files, holdout_files, self._args, self._main_split, self._layout,
-                                  self._block_size)
+    def _write(self, _, stats, main_files, holdout_files, rejected_file):
+        manifest = core.build_manifest(stats, main_files, holdout_files, rejected_file, self._args, *self._split)
+        if self._spill_dir:
+            core.delete_tree(self._spill_dir)  # every writer has read its parts
         with filesystems.FileSystems.create(os.path.join(self._output_dir, "manifest.json")) as f:
             f.write(json.dumps(manifest, indent=1).encode())
         return manifest
-
-
-def build_manifest(stats: dict, train_files: list, holdout_files: list, args: dict, main_split: str,
-                   layout: str, block_size: int) -> dict:
-    reasons = {r: stats["rejected_reasons"].get(r, 0) for r in schema.REJECT_REASONS}
-    splits = {}
-    if layout == "balanced":
-        class_files = [[] for _ in range(schema.NUM_CLASSES)]
-        for entry in sorted(train_files, key=lambda e: e["file"]):
-            class_files[entry["class"]].append(entry["file"])
-        splits[main_split] = {"layout": "balanced", "clips": stats["train_clips"],
-                              "class_counts": stats["train"].tolist(), "block_size": block_size,
-                              "blocks": sum(e["blocks"] for e in train_files), "class_files": class_files,
-                              "files": sorted(e["file"] for e in train_files)}
-    else:
-        splits[main_split] = {"layout": "plain", "clips": stats["train_clips"],
-                              "class_counts": stats["train"].tolist(), "files": sorted(train_files)}
-    if args.get("holdout_fraction"):
-        splits["holdout"] = {"layout": "plain", "clips": stats["holdout_clips"],
-                             "class_counts": stats["holdout"].tolist(), "files": sorted(holdout_files)}
-    written = stats["train_clips"] + stats["holdout_clips"]
-    return {
-        "schema_version": schema.SHARD_SCHEMA_VERSION,
-        "complete": True,
-        "args": args,
-        "input_records": stats["input_records"],
-        "written_clips": written,
-        "rejected": sum(reasons.values()),
-        "rejected_reasons": reasons,
-        "class_counts": (stats["train"] + stats["holdout"]).tolist(),
-        "splits": splits,
-    }

@@ -1,61 +1,377 @@
-"""Each PTransform of the Beam job on its own, in a TestPipeline."""
+"""Each PTransform of beam_pipelines.transforms in a TestPipeline on beam.Create inputs, and the
+Beam-free functions of beam_pipelines.core they are built from."""
 
+import hashlib
+import io
 import json
+import struct
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.testing.test_pipeline import TestPipeline
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline as _TestPipeline  # not collected by pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import transforms
+from beam_pipelines import core, transforms
 from tests.test_readers import _sequence_example
-from tfdata import readers, schema
+from tfdata import schema, synthetic
 
 
-def _batch(file, ids, reasons=None):
-    records = [_sequence_example(video_id=v, labels=(i,)) for i, v in enumerate(ids)]
-    parsed = readers.parse_records(records)
-    if reasons is not None:
-        parsed["reason"] = np.array([schema.REASON_CODES.index(r) for r in reasons], np.int32)
-    return {"file": file, "positions": np.arange(len(ids)), "records": records} | parsed
+def _write(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
 
 
-def test_parse_and_validate_marks_reasons():
-    raw = {"file": "f", "positions": np.arange(2), "records": [_sequence_example(), b"\x00\x01garbage"]}
-    with TestPipeline() as p:
-        out = (p | beam.Create([raw]) | transforms.ParseAndValidate()
-               | beam.Map(lambda b: [schema.REASON_CODES[r] for r in b["reason"]]))
-        assert_that(out, equal_to([["ok", "not_a_sequence_example"]]))
+def _example(video_id: bytes, labels=(0,), start=0.0, frames=None):
+    frames = [hashlib.sha256(video_id + bytes([i])).digest() * 4 for i in range(10)] if frames is None else frames
+    return _sequence_example(video_id=video_id, labels=labels, start=start, frames=frames)
+
+
+def _batch(records, file=0, positions=None, holdout=None):
+    """A parsed clip batch of the given records, as Validate passes it on (with a holdout column)."""
+    positions = np.arange(len(records)) if positions is None else np.asarray(positions)
+    batch = core.parse_batch(records, np.full(len(records), file), positions)
+    batch["holdout"] = np.zeros(len(records), bool) if holdout is None else np.asarray(holdout)
+    return batch
+
+
+def _valid(batch):
+    """A parsed batch without its reason column, as Validate's `valid` output has it."""
+    return {k: v for k, v in batch.items() if k != "reason"}
+
+
+def _rows(batch, *columns):
+    """Batch -> sorted list of tuples of plain Python values (what equal_to can compare)."""
+    values = [batch[c].tolist() if batch[c].dtype != object else list(batch[c]) for c in columns]
+    return sorted(zip(*values))
+
+
+# --- Reading ----------------------------------------------------------------------------------------
+
+def test_read_tfrecords_batches_records_across_files_with_their_positions(tmp_path):
+    records = {name: [_example(f"{name}{i}".encode()) for i in range(n)] for name, n in (("a", 2), ("b", 0), ("c", 3))}
+    files = []
+    for name, recs in records.items():
+        _write(tmp_path / f"{name}.tfrecord", recs)
+        files.append(str(tmp_path / f"{name}.tfrecord"))
+    expected = [(f, p, r) for f, name in enumerate(records) for p, r in enumerate(records[name])]
+    with _TestPipeline() as p:
+        read = p | transforms.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=2, group_bytes=10)
+        rows = read["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist(), b["records"]))
+        assert_that(rows, equal_to(expected), label="AllRecords")
+        sizes = read["batches"] | beam.Map(lambda b: len(b["records"]))
+        assert_that(sizes, equal_to([2, 2, 1]), label="BatchesSpanFiles")  # one group: a0 a1 | c0 c1 | c2
+        assert_that(read["unreadable"], equal_to([]), label="NothingUnreadable")
+
+
+def _framed(records):
+    """TFRecord framing of records, written here independently of TensorFlow's writer."""
+    buffer = io.BytesIO()
+    for r in records:
+        length = struct.pack("<Q", len(r))
+        buffer.write(length + struct.pack("<I", core._masked_crc(length)) + r + struct.pack("<I", core._masked_crc(r)))
+    return buffer.getvalue()
+
+
+def test_read_tfrecords_rejects_corrupt_records_and_unreadable_rests(tmp_path):
+    records = [_example(f"vid{i}".encode()) for i in range(4)]
+    data = bytearray(_framed(records))
+    size = len(records[0]) + 16
+    data[size + 12 + 40] ^= 0xFF  # inside the data of record 1: its CRC fails, records 2 and 3 are still read
+    (tmp_path / "crc.tfrecord").write_bytes(bytes(data))
+    (tmp_path / "cut.tfrecord").write_bytes(_framed(records)[:2 * size + 20])  # record 2 truncated
+    (tmp_path / "text.tfrecord").write_bytes(b"plain text, not a TFRecord file\n")
+    files = [str(tmp_path / n) for n in ("crc.tfrecord", "cut.tfrecord", "text.tfrecord")]
+    with _TestPipeline() as p:
+        read = p | transforms.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=10)
+        rows = read["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist()))
+        assert_that(rows, equal_to([(0, 0), (0, 2), (0, 3), (1, 0), (1, 1)]), label="Readable")
+        entries = read["unreadable"] | beam.Map(lambda e: (e["file"].rsplit("/", 1)[-1], e["position"], e["reason"]))
+        assert_that(entries, equal_to([("crc.tfrecord", 1, "unreadable_data"), ("cut.tfrecord", 2, "unreadable_data"),
+                                       ("text.tfrecord", 0, "unreadable_data")]), label="Unreadable")
+
+
+def test_parse_records_gives_clip_batches_with_reasons():
+    raw = {"file": np.array([3, 3, 4]), "position": np.array([7, 8, 0]),
+           "records": [_example(b"one", labels=(1, 526)), b"garbage", _example(b"two", labels=(527,))]}
+    with _TestPipeline() as p:
+        batches = p | beam.Create([raw]) | transforms.ParseRecords()
+        rows = batches | beam.FlatMap(lambda b: zip(
+            b["file"].tolist(), b["position"].tolist(), list(b["video_id"]),
+            [schema.REASON_CODES[r] for r in b["reason"]],
+            [np.flatnonzero(labels).tolist() for labels in core.unpack_labels(b["labels"])]))
+        assert_that(rows, equal_to([(3, 7, b"one", "ok", [1, 526]), (3, 8, b"", "not_a_sequence_example", []),
+                                    (4, 0, b"two", "label_out_of_range", [])]))
+
+
+def test_read_hdf5_reads_row_ranges_and_validates_rows(tmp_path):
+    import h5py
+
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=10, seed=2)))
+    synthetic.write_hdf5(synthetic.SyntheticConfig(num_clips=10, seed=2), str(tmp_path / "ours.h5"))
+    x, y, ids = clips["embedding"].copy(), clips["labels"].astype(bool), clips["video_id"].copy()
+    x[0] = 0  # no frames
+    y[1] = False  # no labels
+    ids[2] = b""  # no video id
+    with h5py.File(tmp_path / "research.h5", "w") as h5:  # the research layout: no num_frames, no start times
+        h5["x"], h5["y"], h5["video_id_list"] = x, y, ids
+    files = [str(tmp_path / "ours.h5"), str(tmp_path / "research.h5")]
+    expected = [(0, i, clips["video_id"][i], "ok", int(clips["num_frames"][i]), float(clips["start_time_seconds"][i]))
+                for i in range(10)]
+    expected += [(1, i, ids[i], {0: "no_frames", 1: "missing_labels", 2: "missing_video_id"}.get(i, "ok"),
+                  0 if i == 0 else int(clips["num_frames"][i]), "nan") for i in range(10)]
+    with _TestPipeline() as p:
+        batches = p | transforms.ReadHdf5(files, rows_per_range=4)
+        rows = batches | beam.FlatMap(lambda b: zip(
+            b["file"].tolist(), b["position"].tolist(), list(b["video_id"]),
+            [schema.REASON_CODES[r] for r in b["reason"]], b["num_frames"].tolist(),
+            [s if s == s else "nan" for s in b["start_time_seconds"].tolist()]))
+        assert_that(rows, equal_to(expected), label="Rows")
+        sizes = batches | beam.Map(lambda b: len(b["uid"]))
+        assert_that(sizes, equal_to([4, 4, 2, 4, 4, 2]), label="Ranges")
+
+
+def test_hdf5_batch_zeroes_frames_past_num_frames_and_rejects_too_many():
+    x = np.full([3, 10, 128], 7, np.uint8)
+    y = np.zeros([3, 527], bool)
+    y[:, 5] = True
+    batch = core.hdf5_batch(x, y, np.array([b"a", b"b", b"c"]), np.array([3, 10, 11]), None, file=0, begin=5)
+    assert [schema.REASON_CODES[r] for r in batch["reason"]] == ["ok", "ok", "too_many_frames"]
+    assert batch["embedding"][0, :3].all() and not batch["embedding"][0, 3:].any()
+    assert batch["position"].tolist() == [5, 6, 7] and np.isnan(batch["start_time_seconds"]).all()
+
+
+# --- Validation, duplicates, accounting -------------------------------------------------------------
+
+def test_validate_passes_valid_clips_with_their_side_and_rejects_the_rest():
+    ids = [f"video{i:03d}".encode() for i in range(40)]
+    records = [_example(v) for v in ids] + [_example(b"bad", labels=(-1,)), _example(b"", labels=(2,))]
+    files = ["a.tfrecord"]
+    with _TestPipeline() as p:
+        batch = core.parse_batch(records, np.zeros(len(records)), np.arange(len(records)))
+        out = p | beam.Create([batch]) | transforms.Validate(files, holdout_fraction=0.5)
+        valid = out["valid"] | beam.FlatMap(lambda b: zip(list(b["video_id"]), b["holdout"].tolist()))
+        assert_that(valid, equal_to([(v, core.in_holdout(v, 0.5)) for v in ids]), label="Valid")
+        rejected = out["rejected"] | beam.FlatMap(lambda entries: [json.dumps(e, sort_keys=True) for e in entries])
+        assert_that(rejected, equal_to([
+            json.dumps({"file": "a.tfrecord", "position": 40, "video_id": "bad", "reason": "label_out_of_range"},
+                       sort_keys=True),
+            json.dumps({"file": "a.tfrecord", "position": 41, "reason": "missing_video_id"}, sort_keys=True)]),
+            label="Rejected")
+        stats = out["stats"] | beam.Map(lambda s: (s["input_records"], s["rejected_reasons"]))
+        assert_that(stats, equal_to([(42, {"label_out_of_range": 1, "missing_video_id": 1})]), label="Stats")
+    assert 10 < sum(core.in_holdout(v, 0.5) for v in ids) < 30
 
 
 def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
-    a = _batch("a", [b"aaaaaaaaaaa", b"bbbbbbbbbbb", b"aaaaaaaaaaa"])
-    b = _batch("b", [b"bbbbbbbbbbb", b"ccccccccccc"])
-    with TestPipeline() as p:
-        out = p | beam.Create([b, a]) | transforms.FindDuplicates()
-        assert_that(out, equal_to([("a", 2), ("b", 0)]))
+    a = _batch([_example(b"x", labels=(1,), start=0.0), _example(b"y", labels=(2,)),
+                _example(b"x", labels=(3,), start=0.0), _example(b"x", labels=(4,), start=10.0)], file=0)
+    b = _batch([_example(b"y", labels=(5,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
+    files = ["f0", "f1"]
+    with _TestPipeline() as p:
+        out = p | beam.Create([_valid(b), _valid(a)]) | transforms.FindDuplicates(files, num_buckets=3)
+        keys = out["duplicates"] | beam.FlatMap(lambda k: k.tolist())
+        assert_that(keys, equal_to(core.record_keys(np.array([0, 1]), np.array([2, 0])).tolist()), label="Keys")
+        entries = out["rejected"] | beam.FlatMap(
+            lambda es: [(e["file"], e["position"], e["video_id"], e["reason"]) for e in es])
+        assert_that(entries, equal_to([("f0", 2, "x", "duplicate"), ("f1", 0, "y", "duplicate")]), label="Entries")
+        total = out["stats"] | transforms.Summarize() | beam.Map(lambda s: (
+            s["main_clips"], s["holdout_clips"], np.flatnonzero(s["main"]).tolist(),
+            np.flatnonzero(s["holdout"]).tolist(), s["rejected_reasons"]))
+        # kept: x@0 (class 1), y (class 2), x@10 (class 4) on the main side, z (class 6) held out
+        assert_that(total, equal_to([(3, 1, [1, 2, 4], [6], {"duplicate": 2})]), label="Stats")
 
 
-def test_split_clips_routes_by_reason_duplicate_and_hash():
-    ids = [f"video{i:06d}".encode() for i in range(40)]
-    batch = _batch("f", ids, ["ok"] * 38 + ["no_frames", "ok"])
-    holdout = {v for v in ids if transforms.hash_fraction(v) < 0.3}
-    with TestPipeline() as p:
-        split = (p | "Batches" >> beam.Create([batch]), p | "Duplicates" >> beam.Create([("f", 39)])) | \
-            transforms.SplitClips(0.3)
-        rejected = split.rejected | beam.Map(lambda e: (json.loads(e)["position"], json.loads(e)["reason"]))
-        assert_that(rejected, equal_to([(38, "no_frames"), (39, "duplicate")]), label="Rejected")
-        held = split.holdout | beam.FlatMap(lambda b: list(b["video_id"]))
-        assert_that(held, equal_to(sorted(v for v in holdout if v not in (ids[38], ids[39]))), label="Holdout")
-        trained = split.train | beam.FlatMap(lambda b: list(b["video_id"]))
-        assert_that(trained, equal_to([v for v in ids[:38] if v not in holdout]), label="Train")
+def test_find_duplicates_compares_clips_exactly_when_hashes_collide():
+    # rows 0-2 share a uid although row 1 is another clip (a forged 64-bit collision)
+    part = {"uid": np.array([5, 5, 5, 9], np.uint64), "file": np.array([1, 0, 0, 0]),
+            "position": np.array([0, 1, 0, 2]), "video_id": np.array([b"a", b"b", b"a", b"c"], object),
+            "start_time_seconds": np.array([0, 0, 0, 0], np.float32)}
+    assert core.find_duplicates(part).tolist() == [True, False, False, False]  # a@(1, 0) repeats a@(0, 0)
+    part["start_time_seconds"] = np.array([np.nan, 0, np.nan, 0], np.float32)  # NaN (no start time) equals NaN
+    assert core.find_duplicates(part).tolist() == [True, False, False, False]
+    part["start_time_seconds"] = np.array([-0.0, 0, 0.0, 0], np.float32)  # -0.0 equals 0.0
+    assert core.find_duplicates(part).tolist() == [True, False, False, False]
+    part["start_time_seconds"] = np.array([10, 0, 0, 0], np.float32)  # another start: another clip
+    assert core.find_duplicates(part).tolist() == [False, False, False, False]
 
 
-def test_summarize_adds_batches_and_unreadable_records():
-    one = transforms.Stats.empty() | {"input_records": 3, "rejected_reasons": {"duplicate": 1}, "train_clips": 2}
-    unreadable = json.dumps({"file": "x", "position": 5, "reason": "unreadable_data"})
-    with TestPipeline() as p:
-        total = ((p | "Stats" >> beam.Create([one, one]), p | "Unreadable" >> beam.Create([unreadable]))
-                 | transforms.Summarize()
-                 | beam.Map(lambda s: (s["input_records"], s["rejected_reasons"], s["train_clips"])))
-        assert_that(total, equal_to([(7, {"duplicate": 2, "unreadable_data": 1}, 4)]))
+def test_summarize_adds_up_stats():
+    one, two = core.empty_stats(), core.empty_stats()
+    one |= {"input_records": 3, "rejected_reasons": {"no_frames": 1}, "main_clips": 2}
+    one["main"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[4] * 2
+    two |= {"input_records": 5, "rejected_reasons": {"no_frames": 2, "duplicate": 1}, "holdout_clips": 2}
+    two["holdout"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[7] * 2
+    with _TestPipeline() as p:
+        total = p | beam.Create([one, two, core.empty_stats()]) | transforms.Summarize() | beam.Map(lambda s: (
+            s["input_records"], s["rejected_reasons"], s["main_clips"], s["holdout_clips"], int(s["main"][4]),
+            int(s["holdout"][7]), int(s["main"].sum() + s["holdout"].sum())))
+        assert_that(total, equal_to([(8, {"no_frames": 3, "duplicate": 1}, 2, 2, 2, 2, 4)]))
+
+
+@pytest.mark.parametrize("total_bytes", [1, 1 << 30])  # flush after every batch, or once at the end
+@pytest.mark.parametrize("spill", [False, True])
+def test_buffered_parts_gather_every_routed_row_under_its_key(tmp_path, total_bytes, spill):
+    batches = [{"x": np.arange(i * 10, i * 10 + 10)} for i in range(4)]
+
+    def route(batch):  # rows not divisible by 5, to key (x % 10) % 3, and all of them also to key 7
+        rows = np.flatnonzero(batch["x"] % 5 != 0)
+        return batch, np.r_[rows, rows], np.r_[batch["x"][rows] % 10 % 3, np.full(len(rows), 7)]
+
+    xs = [x for x in range(40) if x % 5]
+    expected = [(k, [x for x in xs if x % 10 % 3 == k]) for k in range(3)] + [(7, xs)]
+    spill_dir = str(tmp_path / "spill") if spill else None
+    with _TestPipeline() as p:
+        grouped = (p | beam.Create(batches)
+                   | beam.ParDo(transforms._BufferedParts(route, spill_dir, total_bytes))
+                   .with_output_types(transforms.KeyedPart)
+                   | beam.GroupByKey()
+                   | beam.Map(lambda kv: (kv[0], sorted(transforms._load_parts(kv[1])["x"].tolist()))))
+        assert_that(grouped, equal_to(expected))
+    assert (tmp_path / "spill").exists() == spill
+
+
+# --- Writing ----------------------------------------------------------------------------------------
+
+def _decode(path, block_size):
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    return {k: v.numpy() for k, v in schema.decode_blocks(tf.constant(serialized), block_size).items()}
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_write_balanced_shards_writes_blocks_of_each_class(tmp_path, spill):
+    ids = [f"clip{i:02d}".encode() for i in range(11)]
+    labels = [(3,)] * 9 + [(3, 8), (8,)]  # class 3: 10 clips, class 8: 2 clips
+    batch = _batch([_example(v, labels=l) for v, l in zip(ids, labels)])
+    batch["holdout"][0] = True  # held out: not in train
+    duplicate = core.record_keys(np.array([0]), np.array([1]))  # clip01 is a later copy of something
+    out = tmp_path / "out"
+    with _TestPipeline() as p:
+        first, second = core.take(batch, np.arange(5)), core.take(batch, np.arange(5, 11))
+        valid = p | "Batches" >> beam.Create([_valid(first), _valid(second)])
+        dups = p | "Duplicates" >> beam.Create([duplicate])
+        written = (valid, dups) | transforms.WriteBalancedShards(
+            str(out), seed=1, block_size=4, min_blocks=2, blocks_per_file=1,
+            spill_dir=str(tmp_path / "spill") if spill else None)
+        assert_that(written | beam.Map(lambda e: (e["class"], e["file"], e["blocks"])), equal_to([
+            (3, "train/class-003-00000-of-00002.tfrecord", 1), (3, "train/class-003-00001-of-00002.tfrecord", 1),
+            (8, "train/class-008-00000-of-00001.tfrecord", 2)]))
+    class3 = [_decode(out / f"train/class-003-0000{s}-of-00002.tfrecord", 4) for s in range(2)]
+    embeddings = np.concatenate([d["embedding"] for d in class3]).reshape(-1, 10, 128)  # 8 clips
+    train3 = [i for i in range(2, 10)]  # class 3 minus the held-out clip00 and the duplicate clip01
+    expected = {batch["embedding"][i].tobytes() for i in train3}
+    assert {e.tobytes() for e in embeddings} == expected and len(embeddings) == 8  # each exactly once
+    class8 = _decode(out / "train/class-008-00000-of-00001.tfrecord", 4)
+    assert (class8["class_index"] == 8).all() and class8["labels"][..., 8].all()
+    counts = {}
+    for e in class8["embedding"].reshape(-1, 10, 128):
+        counts[e.tobytes()] = counts.get(e.tobytes(), 0) + 1
+    assert sorted(counts.values()) == [4, 4]  # 2 clips cycled to fill 2 blocks of 4
+    assert not (tmp_path / "spill").exists() or list((tmp_path / "spill").iterdir())  # spilled parts, if any
+
+
+def test_write_plain_shards_writes_each_clip_once_sorted_by_video(tmp_path):
+    ids = [f"v{i:03d}".encode() for i in range(30)]
+    records = [_example(v, start=float(i % 3)) for i, v in enumerate(ids)]
+    batch = _batch(records, holdout=[i % 2 == 0 for i in range(30)])
+    hdf5_like = _valid(_batch([_example(b"h5clip", labels=(9, 10))], file=1, holdout=[True]))
+    del hdf5_like["record"]  # HDF5 input carries no serialized record: canonical ones are written
+    duplicate = core.record_keys(np.array([0]), np.array([4]))
+    out = tmp_path / "out"
+    with _TestPipeline() as p:
+        valid = p | "Batches" >> beam.Create([_valid(batch), hdf5_like])
+        dups = p | "Duplicates" >> beam.Create([duplicate])
+        names = (valid, dups) | transforms.WritePlainShards(str(out), "holdout", num_shards=3, holdout=True)
+        assert_that(names | beam.Map(lambda n: n.rsplit("-of-", 1)[-1]), equal_to(["00003.tfrecord"] * 3))
+    written = {}
+    for path in sorted((out / "holdout").iterdir()):
+        ids_in_file = [readers_id(r) for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+        assert ids_in_file == sorted(ids_in_file)
+        for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            written[readers_id(r)] = r
+    expected = {ids[i]: records[i] for i in range(0, 30, 2) if i != 4}
+    assert {k: v for k, v in written.items() if k != b"h5clip"} == expected  # the original bytes, each once
+    assert b"h5clip" in written
+
+
+def readers_id(record: bytes) -> bytes:
+    example = tf.train.SequenceExample.FromString(record)
+    return example.context.feature[schema.VIDEO_ID_KEY].bytes_list.value[0]
+
+
+def test_write_rejected_sorts_entries(tmp_path):
+    lists = [[core.rejection("b", 1, b"v", "no_frames")], [core.rejection("a", 9, None, "unreadable_data", "cut")],
+             [core.rejection("a", 10, b"w", "duplicate")]]
+    with _TestPipeline() as p:
+        name = p | beam.Create(lists) | transforms.WriteRejected(str(tmp_path))
+        assert_that(name, equal_to([transforms.REJECTED_FILE]))
+    lines = [json.loads(line) for line in (tmp_path / transforms.REJECTED_FILE).read_text().splitlines()]
+    assert [(e["file"], e["position"]) for e in lines] == [("a", 9), ("a", 10), ("b", 1)]
+    assert lines[0] == {"file": "a", "position": 9, "reason": "unreadable_data", "detail": "cut"}
+
+
+def test_write_manifest_runs_last_and_lists_everything(tmp_path):
+    stats = core.empty_stats() | {"input_records": 3, "rejected_reasons": {"duplicate": 1}, "main_clips": 2}
+    stats["main"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[5] * 2
+    (tmp_path / "_tmp").mkdir()
+    with _TestPipeline() as p:
+        s = p | "Stats" >> beam.Create([stats])
+        main = p | "Main" >> beam.Create([{"class": 5, "file": "train/class-005-00000-of-00001.tfrecord", "blocks": 8}])
+        holdout = p | "Holdout" >> beam.Create([])
+        rejected = p | "Rejected" >> beam.Create(["rejected/rejected.jsonl"])
+        _ = (s, main, holdout, rejected) | transforms.WriteManifest(
+            str(tmp_path), {"input": "x"}, "train", "balanced", 64, False, spill_dir=str(tmp_path / "_tmp"))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert manifest["input_records"] == 3 == manifest["written_clips"] + manifest["rejected"]
+    assert list(manifest["rejected_reasons"]) == list(schema.REJECT_REASONS)
+    train = manifest["splits"]["train"]
+    assert train["class_files"][5] == ["train/class-005-00000-of-00001.tfrecord"] and train["blocks"] == 8
+    assert train["class_counts"][5] == 2 and manifest["class_counts"][5] == 2 and set(manifest["splits"]) == {"train"}
+    assert not (tmp_path / "_tmp").exists()
+
+
+def test_manifest_refuses_counts_that_do_not_add_up():
+    stats = core.empty_stats() | {"input_records": 4, "main_clips": 2}
+    with pytest.raises(RuntimeError, match="accounting"):
+        core.build_manifest(stats, [], [], "rejected/rejected.jsonl", {}, "train", "balanced", 64, False)
+
+
+# --- core -------------------------------------------------------------------------------------------
+
+def test_class_plan_splits_big_classes_and_pads_rare_ones():
+    assert core.class_plan(1, block_size=64, min_blocks=8, blocks_per_file=64) == [(0, 8)]
+    assert core.class_plan(64 * 64, 64, 8, 64) == [(0, 64)]
+    assert core.class_plan(64 * 64 + 1, 64, 8, 64) == [(0, 64), (64, 65)]
+    assert core.class_plan(10 * 64 * 64 - 5, 64, 8, 64) == [(s * 64, s * 64 + 64) for s in range(10)]
+
+
+def test_class_sequence_cycles_through_all_clips_in_fresh_orders():
+    n = 7
+    part = {"uid": np.arange(100, 100 + n, dtype=np.uint64), "file": np.zeros(n, int), "position": np.arange(n)}
+    sequence = core.class_sequence(part, class_index=3, seed=0, length=24)
+    cycles = [sequence[i:i + n] for i in range(0, 21, n)]
+    assert all(sorted(c.tolist()) == list(range(n)) for c in cycles)  # every pass holds every clip once
+    assert len({tuple(c) for c in cycles}) == 3  # each pass in a fresh order
+    assert np.array_equal(sequence, core.class_sequence(part, 3, 0, 24))  # deterministic
+    assert not np.array_equal(sequence, core.class_sequence(part, 3, 1, 24))  # the seed matters
+    assert not np.array_equal(sequence, core.class_sequence(part, 4, 0, 24))  # and the class
+
+
+def test_holdout_is_an_exact_function_of_the_video_id():
+    ids = [f"id{i}".encode() for i in range(2000)]
+    held = [v for v in ids if core.in_holdout(v, 0.1)]
+    assert 150 < len(held) < 250
+    assert all(core.video_hash(v) < 0.1 * 2 ** 64 for v in held)  # Python compares int and float exactly
+    assert all(core.video_hash(v) >= 0.1 * 2 ** 64 for v in ids if v not in held)
+    uid, vhash = core.hashes(np.array(ids, object), np.zeros(len(ids), np.float32))
+    assert vhash.tolist() == [core.video_hash(v) for v in ids]
+
+
+def test_iter_tfrecord_frames_reads_small_chunks():
+    records = [bytes([i]) * (i * 50) for i in range(6)]
+    stream = io.BytesIO(_framed(records))
+    assert [(p, r, e) for p, r, e in core.iter_tfrecord_frames(stream, chunk_size=7)] == [
+        (i, r, None) for i, r in enumerate(records)]

@@ -1,104 +1,131 @@
-"""The Beam job end to end: shards, accounting, rejections, determinism, HDF5 input, real bal_train."""
+"""The Beam job end to end: shards, accounting, rejections, determinism, HDF5 input, errors, real bal_train."""
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import build_shards, transforms
+from beam_pipelines import build_shards, core
+from tests.conftest import REPO_ROOT
 from tests.test_readers import _sequence_example
 from tfdata import readers, schema, synthetic
 
 
-def _build(tmp_path, input_glob, name="out", *extra):
-    out = tmp_path / name
+def _build(out, input_glob, *extra):
     manifest = build_shards.run(["--input", str(input_glob), "--output_dir", str(out), *extra])
-    return out, manifest
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    return manifest
 
 
-def _plain(out, split):
-    files = [str(out / f) for f in json.loads((out / "manifest.json").read_text())["splits"][split]["files"]]
+def _plain(out, manifest, split):
+    files = [str(out / f) for f in manifest["splits"][split]["files"]]
     batches = list(readers.read_tfrecords(files, batch_size=512).as_numpy_iterator())
     return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
 
 
-def _blocks(out, manifest):
+def _records(pattern):
+    return [r for r in tf.data.TFRecordDataset(readers.list_files(str(pattern))).as_numpy_iterator()]
+
+
+def _blocks(out, manifest, files=None):
     split = manifest["splits"]["train"]
-    files = [str(out / f) for f in split["files"]]
-    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files)]
+    paths = [str(out / f) for f in (files or split["files"])]
+    serialized = [r for r in tf.data.TFRecordDataset(paths).as_numpy_iterator()]
     return {k: v.numpy() for k, v in schema.decode_blocks(tf.constant(serialized), split["block_size"]).items()}
+
+
+def _digests(out):
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def _direct(pattern):
+    """Every clip of the input, read with the readers (the reference for the job's counts)."""
+    batches = list(readers.read_tfrecords(str(pattern)).as_numpy_iterator())
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, synthetic_tfrecords):
-    tmp = tmp_path_factory.mktemp("built")
-    return _build(tmp, synthetic_tfrecords / "*.tfrecord", "out", "--holdout_fraction", "0.2", "--block_size", "16")
+    out = tmp_path_factory.mktemp("built") / "out"
+    return out, _build(out, synthetic_tfrecords / "*.tfrecord", "--holdout_fraction", "0.2", "--block_size", "16")
 
 
-def test_accounting_and_class_counts(built, synthetic_tfrecords):
+def test_every_record_is_accounted_for_and_class_counts_match(built, synthetic_tfrecords):
     out, manifest = built
-    direct = np.concatenate([b["labels"] for b in readers.read_tfrecords(
-        str(synthetic_tfrecords / "*.tfrecord")).as_numpy_iterator()]).sum(axis=0)
+    direct = _direct(synthetic_tfrecords / "*.tfrecord")["labels"].sum(axis=0)
     assert manifest["input_records"] == manifest["written_clips"] + manifest["rejected"] == 2000
-    assert manifest["rejected"] == 0 and set(manifest["rejected_reasons"]) == set(schema.REJECT_REASONS)
+    assert manifest["rejected"] == 0 and list(manifest["rejected_reasons"]) == list(schema.REJECT_REASONS)
     assert manifest["class_counts"] == direct.tolist()
     train, holdout = manifest["splits"]["train"], manifest["splits"]["holdout"]
     assert train["clips"] + holdout["clips"] == 2000 and 300 < holdout["clips"] < 500
     assert (np.array(train["class_counts"]) + holdout["class_counts"]).tolist() == direct.tolist()
     assert manifest["complete"] is True and manifest["schema_version"] == schema.SHARD_SCHEMA_VERSION
+    assert manifest["args"]["input"] == str(synthetic_tfrecords / "*.tfrecord") and manifest["args"]["block_size"] == 16
+    listed = set(train["files"]) | set(holdout["files"]) | {manifest["rejected_file"]}
+    assert listed == set(_digests(out))  # every file listed, nothing else left (no spilled parts)
+    assert (out / manifest["rejected_file"]).read_text() == ""
 
 
-def test_holdout_is_plain_sorted_and_disjoint_from_train(built):
+def test_holdout_is_a_stable_hash_of_the_video_id_and_disjoint_from_train(built, synthetic_tfrecords):
     out, manifest = built
-    holdout = _plain(out, "holdout")
-    assert len(holdout["video_id"]) == manifest["splits"]["holdout"]["clips"]
-    assert len(set(holdout["video_id"])) == len(holdout["video_id"])
-    assert all(transforms.hash_fraction(v) < 0.2 for v in holdout["video_id"])
+    everything = _direct(synthetic_tfrecords / "*.tfrecord")
+    holdout = _plain(out, manifest, "holdout")
+    hashed = {v: int.from_bytes(hashlib.sha256(v).digest()[:8], "big") for v in everything["video_id"]}
+    expected = {v for v, h in hashed.items() if h < 0.2 * 2 ** 64}
+    assert sorted(holdout["video_id"]) == sorted(expected)  # each once, exactly the hashed ones
     for f in manifest["splits"]["holdout"]["files"]:  # each file sorted by video id
-        ids = [r["video_id"] for r in readers.read_tfrecords(str(out / f)).unbatch().as_numpy_iterator()]
+        ids = [v for b in readers.read_tfrecords(str(out / f)).as_numpy_iterator() for v in b["video_id"]]
         assert ids == sorted(ids)
-    blocks = _blocks(out, manifest)
-    held_out_labels = holdout["labels"].sum(axis=0)
-    # every training block clip comes from the training side: its clip count per class matches
-    seen = {}
-    for c, emb in zip(blocks["class_index"], blocks["embedding"]):
-        seen.setdefault(int(c), set()).update(e.tobytes() for e in emb)
-    counts = manifest["splits"]["train"]["class_counts"]
-    assert all(len(seen.get(c, ())) == counts[c] for c in range(schema.NUM_CLASSES))
-    assert held_out_labels.sum() > 0
+    # the training blocks hold exactly the other clips (synthetic embeddings identify clips)
+    in_blocks = {e.tobytes() for e in _blocks(out, manifest)["embedding"].reshape(-1, 10, 128)}
+    kept = ~np.isin(everything["video_id"], list(expected))
+    assert in_blocks == {e.tobytes() for e in everything["embedding"][kept]}
 
 
-def test_blocks_hold_their_class_and_rare_classes_repeat(built):
+def test_blocks_hold_their_class_and_cycle_through_its_clips(built, synthetic_tfrecords):
     out, manifest = built
+    split = manifest["splits"]["train"]
+    k = split["block_size"]
     blocks = _blocks(out, manifest)
-    k = manifest["splits"]["train"]["block_size"]
-    assert blocks["embedding"].shape[1:] == (k, schema.NUM_FRAMES, schema.EMBEDDING_DIM)
     assert all(blocks["labels"][b, :, c].all() for b, c in enumerate(blocks["class_index"]))
     per_class = np.bincount(blocks["class_index"], minlength=schema.NUM_CLASSES)
-    counts = np.array(manifest["splits"]["train"]["class_counts"])
-    assert (per_class[counts > 0] >= 8).all()  # --min_blocks_per_class default
-    assert per_class.sum() == manifest["splits"]["train"]["blocks"]
-    for c, files in enumerate(manifest["splits"]["train"]["class_files"]):
-        assert all(f.startswith(f"train/class-{c:03d}-") for f in files)
+    counts = np.array(split["class_counts"])
+    assert per_class.tolist() == [max(8, -(-n // k)) if n else 0 for n in counts]  # --min_blocks_per_class 8
+    assert per_class.sum() == split["blocks"]
+    for c in (0, 100, 526):
+        if not counts[c]:
+            continue
+        assert split["class_files"][c] == [f"train/class-{c:03d}-00000-of-00001.tfrecord"]
+        mine = _blocks(out, manifest, split["class_files"][c])
+        seen = {}
+        for e in mine["embedding"].reshape(-1, 10, 128):
+            seen[e.tobytes()] = seen.get(e.tobytes(), 0) + 1
+        assert len(seen) == counts[c]  # every clip of the class is there
+        assert max(seen.values()) - min(seen.values()) <= 1  # and repeated evenly by the cycles
+    assert all(f.startswith(f"train/class-{c:03d}-") for c, files in enumerate(split["class_files"]) for f in files)
 
 
-def test_same_input_same_bytes(tmp_path, synthetic_tfrecords):
-    def digests(out):
-        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(out.rglob("*.tfrecord"))}
+def test_same_input_gives_the_same_bytes_on_other_runner_modes(built, tmp_path, synthetic_tfrecords):
+    out, manifest = built
+    other = _build(tmp_path / "again", synthetic_tfrecords / "*.tfrecord", "--holdout_fraction", "0.2",
+                   "--block_size", "16", "--shuffle_values", "beam", "--records_per_batch", "300",
+                   "--direct_running_mode=multi_threading", "--direct_num_workers=2")
+    assert _digests(tmp_path / "again") == _digests(out) and len(_digests(out)) > 400
+    assert {k: v for k, v in other.items() if k != "args"} == {k: v for k, v in manifest.items() if k != "args"}
 
-    a, _ = _build(tmp_path, synthetic_tfrecords / "*.tfrecord", "a", "--holdout_fraction", "0.2", "--block_size", "16")
-    b, _ = _build(tmp_path, synthetic_tfrecords / "*.tfrecord", "b", "--holdout_fraction", "0.2", "--block_size", "16")
-    assert digests(a) == digests(b) and len(digests(a)) > 400
 
-
-def test_plain_layout_writes_every_clip_once(tmp_path, synthetic_tfrecords):
-    out, manifest = _build(tmp_path, synthetic_tfrecords / "*.tfrecord", "plain", "--layout", "plain")
-    assert set(manifest["splits"]) == {"eval"}
-    clips = _plain(out, "eval")
-    assert len(clips["video_id"]) == len(set(clips["video_id"])) == 2000
+def test_plain_layout_writes_every_original_record_once(tmp_path, synthetic_tfrecords):
+    out = tmp_path / "plain"
+    manifest = _build(out, synthetic_tfrecords / "*.tfrecord", "--layout", "plain", "--num_plain_shards", "5")
+    assert set(manifest["splits"]) == {"eval"} and manifest["splits"]["eval"]["layout"] == "plain"
+    written = _records(out / "eval" / "*.tfrecord")
+    assert len(written) == 2000 and sorted(written) == sorted(_records(synthetic_tfrecords / "*.tfrecord"))
+    assert len(manifest["splits"]["eval"]["files"]) == 5
 
 
 def _write(path, records):
@@ -119,17 +146,23 @@ def test_malformed_records_are_rejected_with_their_reasons(tmp_path):
         "not_a_sequence_example": b"\x00\x01garbage",
     }
     negative = _sequence_example(video_id=b"neglabel000", labels=(-3,))
-    _write(tmp_path / "a.tfrecord", good[:3] + list(bad.values()) + [good[0]])  # a duplicate in the same file
-    _write(tmp_path / "b.tfrecord", good[3:] + [negative, good[1]])  # and one across files
-    out, manifest = _build(tmp_path, tmp_path / "*.tfrecord")
-    expected = {reason: 1 for reason in bad} | {"label_out_of_range": 2, "duplicate": 2}
+    relabelled = _sequence_example(video_id=b"good0000000", labels=(300,))  # a copy of good[0] with other labels
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "a.tfrecord", good[:3] + list(bad.values()) + [good[0]])  # a duplicate in the file
+    _write(tmp_path / "in" / "b.tfrecord", good[3:] + [negative, good[1], relabelled])  # and across files
+    out = tmp_path / "out"
+    manifest = _build(out, tmp_path / "in" / "*.tfrecord")
+    expected = {reason: 1 for reason in bad} | {"label_out_of_range": 2, "duplicate": 3}
     assert {r: n for r, n in manifest["rejected_reasons"].items() if n} == expected
-    assert manifest["input_records"] == 16 == manifest["written_clips"] + manifest["rejected"]
+    assert manifest["input_records"] == 17 == manifest["written_clips"] + manifest["rejected"]
     assert manifest["written_clips"] == 6
-    rejected = [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert manifest["class_counts"][300] == 0 and sum(manifest["class_counts"]) == 6  # the first copy's labels
+    rejected = [json.loads(line) for line in (out / manifest["rejected_file"]).read_text().splitlines()]
     assert sorted(r["reason"] for r in rejected) == sorted(r for r, n in expected.items() for _ in range(n))
-    duplicates = sorted((r["file"].rsplit("/", 1)[-1], r["position"]) for r in rejected if r["reason"] == "duplicate")
-    assert duplicates == [("a.tfrecord", 10), ("b.tfrecord", 4)]  # the later copies; the first one is kept
+    where = [(r["file"].rsplit("/", 1)[-1], r["position"], r["reason"]) for r in rejected]
+    assert where == sorted(where)  # sorted by file and position
+    assert [w[:2] for w in where if w[2] == "duplicate"] == [("a.tfrecord", 10), ("b.tfrecord", 4), ("b.tfrecord", 5)]
+    assert {w[:2]: w[2] for w in where}[("a.tfrecord", 3)] == "bad_frame_length"
 
 
 def test_corrupt_and_truncated_files_keep_their_readable_records(tmp_path):
@@ -141,71 +174,97 @@ def test_corrupt_and_truncated_files_keep_their_readable_records(tmp_path):
         path.unlink()
         return data, len(records[0]) + 16
 
+    (tmp_path / "in").mkdir()
     crc, size = file_bytes("crcc")
     corrupt = bytearray(crc)
     corrupt[size + 12 + 50] ^= 0xFF  # a byte inside the second record's data: its CRC fails
-    (tmp_path / "crc.tfrecord").write_bytes(bytes(corrupt))
+    (tmp_path / "in" / "crc.tfrecord").write_bytes(bytes(corrupt))
     cut, size = file_bytes("cutc")
-    (tmp_path / "cut.tfrecord").write_bytes(cut[: 2 * size + 30])  # cut inside the third record
-    (tmp_path / "text.tfrecord").write_bytes(b"this is not a TFRecord file\n" * 3)
-    (tmp_path / "empty.tfrecord").write_bytes(b"")
-    out, manifest = _build(tmp_path, tmp_path / "*.tfrecord")
+    (tmp_path / "in" / "cut.tfrecord").write_bytes(cut[: 2 * size + 30])  # cut inside the third record
+    (tmp_path / "in" / "text.tfrecord").write_bytes(b"this is not a TFRecord file\n" * 3)
+    (tmp_path / "in" / "empty.tfrecord").write_bytes(b"")
+    manifest = _build(tmp_path / "out", tmp_path / "in" / "*.tfrecord")
     # crc: 3 readable + 1 rejected; cut: 2 readable + the unreadable rest; text: unreadable from the start
     assert manifest["written_clips"] == 5
-    assert manifest["rejected_reasons"]["unreadable_data"] == 3
+    assert manifest["rejected_reasons"]["unreadable_data"] == 3 == manifest["rejected"]
     assert manifest["input_records"] == manifest["written_clips"] + manifest["rejected"] == 8
-    rejected = [json.loads(line) for f in (out / "rejected").glob("*.jsonl") for line in f.read_text().splitlines()]
-    assert sorted((r["file"].rsplit("/", 1)[-1], r["position"]) for r in rejected) == [
+    rejected = [json.loads(line) for line in (tmp_path / "out" / manifest["rejected_file"]).read_text().splitlines()]
+    assert [(r["file"].rsplit("/", 1)[-1], r["position"]) for r in rejected] == [
         ("crc.tfrecord", 1), ("cut.tfrecord", 2), ("text.tfrecord", 0)]
 
 
-def test_hdf5_input(tmp_path):
+def test_hdf5_input_gives_the_same_shards_as_tfrecords(tmp_path):
     config = synthetic.SyntheticConfig(num_clips=500, seed=4)
     synthetic.write_hdf5(config, str(tmp_path / "clips.h5"))
     synthetic.write_tfrecords(config, str(tmp_path / "tfrecords"))
-    out_h5, from_h5 = _build(tmp_path, tmp_path / "clips.h5", "h5", "--layout", "plain", "--records_per_batch", "128")
-    out_tf, from_tf = _build(tmp_path, tmp_path / "tfrecords" / "*.tfrecord", "tf", "--layout", "plain")
+    args = ["--holdout_fraction", "0.3", "--block_size", "8"]
+    from_h5 = _build(tmp_path / "h5", tmp_path / "clips.h5", *args, "--records_per_batch", "128")
+    from_tf = _build(tmp_path / "tf", tmp_path / "tfrecords" / "*.tfrecord", *args)
     assert from_h5["written_clips"] == 500 and from_h5["class_counts"] == from_tf["class_counts"]
-    a, b = _plain(out_h5, "eval"), _plain(out_tf, "eval")
-    for key in ("video_id", "embedding", "num_frames", "labels", "start_time_seconds"):
+    h5, tf_ = _digests(tmp_path / "h5"), _digests(tmp_path / "tf")
+    train = [f for f in tf_ if f.startswith("train/")]
+    assert train and {f: h5.get(f) for f in train} == {f: tf_[f] for f in train}  # byte-identical blocks
+    a, b = _plain(tmp_path / "h5", from_h5, "holdout"), _plain(tmp_path / "tf", from_tf, "holdout")
+    for key in ("video_id", "embedding", "num_frames", "labels", "start_time_seconds", "reason"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_hdf5_with_disagreeing_shapes_stops_before_writing(tmp_path, capsys):
+def test_user_errors_are_one_line_and_write_nothing(tmp_path, synthetic_tfrecords, capsys):
     import h5py
 
     with h5py.File(tmp_path / "bad.h5", "w") as h5:
         h5["x"] = np.zeros([4, 10, 128], np.uint8)
         h5["y"] = np.zeros([4, 527], np.float32)
         h5["video_id_list"] = np.array([b"a"] * 4)
-    assert build_shards.main(["--input", str(tmp_path / "bad.h5"), "--output_dir", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "bad.h5: y is float32" in err and err.count("\n") == 1
-    assert not (tmp_path / "out").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.tfrecord").write_bytes(b"")
+    glob = str(synthetic_tfrecords / "*.tfrecord")
+    cases = [
+        ([str(tmp_path / "none" / "*.tfrecord"), str(tmp_path / "new")], "no files match"),
+        ([str(tmp_path / "bad.h5"), str(tmp_path / "new")], "bad.h5: y is float32"),
+        ([glob, str(tmp_path / "full")], "is not empty (1 files)"),
+        ([glob, str(tmp_path / "full"), "--overwrite"], "--overwrite refused"),
+    ]
+    for (input_glob, out, *extra), message in cases:
+        assert build_shards.main(["--input", input_glob, "--output_dir", out, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists() and [p.name for p in (tmp_path / "full").iterdir()] == ["old.tfrecord"]
+    # and from the command line: exit status 2, our one line, no traceback
+    input_glob, out = cases[0][0]
+    command = [sys.executable, "-m", "beam_pipelines.build_shards", "--input", input_glob, "--output_dir", out]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(ours) == 1 and "no files match" in ours[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("case", ["no_match", "not_empty"])
-def test_user_errors_are_one_line(tmp_path, synthetic_tfrecords, capsys, case):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.tfrecord").write_bytes(b"")
-    glob = str(tmp_path / "none" / "*.tfrecord") if case == "no_match" else str(synthetic_tfrecords / "*.tfrecord")
-    assert build_shards.main(["--input", glob, "--output_dir", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert ("no files match" if case == "no_match" else "already holds 1 files") in err and err.count("\n") == 1
-    assert (tmp_path / "out" / "old.tfrecord").exists()
+def test_overwrite_replaces_an_earlier_output(tmp_path, synthetic_tfrecords):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train").mkdir()
+    (out / "train" / "stale.tfrecord").write_bytes(b"stale")
+    (out / "_tmp").mkdir()
+    manifest = _build(out, synthetic_tfrecords / "*.tfrecord", "--overwrite", "--layout", "plain")
+    assert not (out / "train").exists() and not (out / "_tmp").exists()
+    assert manifest["written_clips"] == 2000 and set(_digests(out)) == set(manifest["splits"]["eval"]["files"]) | {
+        manifest["rejected_file"]}
 
 
 def test_real_bal_train(tmp_path, audioset_dir):
-    out, manifest = _build(tmp_path, audioset_dir / "bal_train" / "*.tfrecord", "real", "--holdout_fraction", "0.1")
+    pattern = audioset_dir / "bal_train" / "*.tfrecord"
+    out = tmp_path / "real"
+    manifest = _build(out, pattern, "--holdout_fraction", "0.1")
     assert manifest["input_records"] == 22_160 and manifest["written_clips"] == 22_160 and manifest["rejected"] == 0
-    direct = np.zeros(schema.NUM_CLASSES, np.int64)
-    for batch in readers.read_tfrecords(str(audioset_dir / "bal_train" / "*.tfrecord")).as_numpy_iterator():
-        direct += batch["labels"].sum(axis=0, dtype=np.int64)
-    assert manifest["class_counts"] == direct.tolist()
-    holdout = _plain(out, "holdout")
-    assert len(holdout["video_id"]) == manifest["splits"]["holdout"]["clips"]
-    assert 0.08 < len(holdout["video_id"]) / 22_160 < 0.12
-    # stable: the split is a pure function of the video id, recomputed here independently
-    expected = {v for b in readers.read_tfrecords(str(audioset_dir / "bal_train" / "*.tfrecord")).as_numpy_iterator()
-                for v in b["video_id"] if int.from_bytes(hashlib.sha256(v).digest()[:8], "big") < 0.1 * 2 ** 64}
-    assert set(holdout["video_id"]) == expected
+    clips = _direct(pattern)
+    assert manifest["class_counts"] == clips["labels"].sum(axis=0).tolist()
+    # the holdout is exactly the clips whose video id hashes below 0.1, recomputed here independently
+    threshold = 0.1 * 2 ** 64
+    held = np.array([int.from_bytes(hashlib.sha256(v).digest()[:8], "big") < threshold for v in clips["video_id"]])
+    holdout = _plain(out, manifest, "holdout")
+    assert sorted(holdout["video_id"]) == sorted(clips["video_id"][held]) and 0.08 < held.mean() < 0.12
+    assert manifest["splits"]["holdout"]["class_counts"] == clips["labels"][held].sum(axis=0).tolist()
+    assert manifest["splits"]["train"]["class_counts"] == clips["labels"][~held].sum(axis=0).tolist()
+    # no held-out clip is in a training block (real embeddings are distinct per clip)
+    in_blocks = {e.tobytes() for e in _blocks(out, manifest)["embedding"].reshape(-1, 10, 128)}
+    assert in_blocks == {e.tobytes() for e in clips["embedding"][~held]}
