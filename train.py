@@ -27,7 +27,7 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
     p.add_argument("--cpu_replicas", type=int, default=0, help="split the CPU into N logical devices")
     p.add_argument("--batch_size", type=int, default=d["batch_size"].default, help="global batch size")
     p.add_argument("--steps", type=int, default=d["steps"].default)
-    p.add_argument("--steps_per_epoch", type=int, default=d["steps_per_epoch"].default,
+    p.add_argument("--steps_per_epoch", "--eval_every", type=int, default=d["steps_per_epoch"].default,
                    help="steps between checkpoints, logs and evaluations")
     p.add_argument("--learning_rate", type=float, default=d["learning_rate"].default)
     p.add_argument("--seed", type=int)

@@ -1,4 +1,4 @@
-"""Training throughput per model, with and without XLA (--jit_compile), on this machine.
+"""Training throughput per model: plain, with XLA (--jit_compile) and with mixed_float16 (--mixed_precision).
 
     python -m models.benchmark [--steps 20] [--batch_size 500] [--models a,b]
 
@@ -31,8 +31,9 @@ class _Timer(keras.callbacks.Callback):
             self.steps += 1
 
 
-def throughput(name: str, jit: bool, batch, steps: int, warmup: int = 3) -> float:
+def throughput(name: str, jit: bool, batch, steps: int, warmup: int = 3, mixed: bool = False) -> float:
     keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     model = zoo.build(zoo.ModelConfig(name=name))
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(), jit_compile=jit)
     data = tf.data.Dataset.from_tensors(batch).repeat()
@@ -49,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=args.batch_size, seed=0)))
     batch = ({"embedding": clips["embedding"], "num_frames": clips["num_frames"]}, clips["labels"])
-    print(f"{'model':22s} {'clips/s':>9s} {'jit clips/s':>12s}   (batch {args.batch_size}, 3 x 1024 trunk)")
+    print(f"{'model':22s} {'clips/s':>9s} {'jit':>9s} {'mixed':>9s}   (batch {args.batch_size}, 3 x 1024 trunk)")
     for name in args.models.split(","):
         plain, jit = throughput(name, False, batch, args.steps), throughput(name, True, batch, args.steps)
-        print(f"{name:22s} {plain:9.0f} {jit:12.0f}")
+        mixed = throughput(name, False, batch, args.steps, mixed=True)
+        print(f"{name:22s} {plain:9.0f} {jit:9.0f} {mixed:9.0f}")
     return 0
 
 
