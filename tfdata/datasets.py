@@ -207,6 +207,6 @@ def eval_dataset(path: str, batch_size: int, split: str | None = None,
 
     records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     return (records.batch(batch_size)
-            .map(readers.parse_sequence_examples, num_parallel_calls=tf.data.AUTOTUNE)
+            .map(readers.parse_tolerant, num_parallel_calls=tf.data.AUTOTUNE)
             .map(keep_valid)
             .prefetch(tf.data.AUTOTUNE))

@@ -112,6 +112,31 @@ def parse_records(records: list[bytes]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+_CLIP_DTYPES = {"embedding": tf.uint8, "num_frames": tf.int32, "labels": tf.uint8, "video_id": tf.string,
+                "start_time_seconds": tf.float32, "reason": tf.int32}
+_CLIP_SHAPES = {"embedding": [None, schema.NUM_FRAMES, schema.EMBEDDING_DIM], "labels": [None, schema.NUM_CLASSES]}
+
+
+def parse_tolerant(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """:func:`parse_sequence_examples` for tf.data that marks records that are not SequenceExamples
+    (reason not_a_sequence_example) instead of failing the whole batch; via tf.py_function, so the
+    vectorized parse stays the fast path and only a batch holding such a record is parsed one by one."""
+    keys = list(_CLIP_DTYPES)
+
+    def parse(records: tf.Tensor) -> list:
+        try:
+            clips = parse_sequence_examples(records)
+        except tf.errors.InvalidArgumentError:
+            clips = parse_records(list(records.numpy()))
+        return [clips[key] for key in keys]
+
+    values = tf.py_function(parse, [serialized], [_CLIP_DTYPES[key] for key in keys])
+    clips = dict(zip(keys, values))
+    for key, value in clips.items():
+        value.set_shape(_CLIP_SHAPES.get(key, [None]))
+    return clips
+
+
 def _to_numpy(batch: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in batch.items()}
 
@@ -137,7 +162,7 @@ def read_tfrecords(pattern: str | list[str], batch_size: int = 1024,
     files = list_files(pattern)
     records = tf.data.TFRecordDataset(files, num_parallel_reads=num_parallel_reads)
     return (records.batch(batch_size)
-            .map(parse_sequence_examples, num_parallel_calls=tf.data.AUTOTUNE)
+            .map(parse_tolerant, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 

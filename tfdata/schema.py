@@ -133,16 +133,26 @@ def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_fram
 
 
 # --- Balanced training shards written by beam_pipelines.build_shards. ---
-# One tf.train.Example per *block* of BLOCK_SIZE clips of one class (clips are
-# repeated to fill the last block of a small class), so that the reader moves
-# large byte strings instead of single clips. Plain shards (holdout, eval) are
-# validated SequenceExamples in the released format and need no format of their own.
-SHARD_SCHEMA_VERSION = 1
-BLOCK_CLASS_KEY = "class_index"  # int64 [1]
-BLOCK_EMBEDDING_KEY = "embedding"  # bytes: uint8 [K, NUM_FRAMES, EMBEDDING_DIM]
-BLOCK_NUM_FRAMES_KEY = "num_frames"  # bytes: uint8 [K]
-BLOCK_LABELS_KEY = "labels"  # bytes: np.packbits(multi-hot [K, 528]) -> uint8 [K, 66]
+# One TFRecord record per *block* of K clips of one class (clips are repeated to
+# fill the last block of a small class), so that the reader moves large byte
+# strings instead of single clips. A block is raw bytes, not a tf.train.Example,
+# so that one decode_raw and three slices decode a batch of blocks (2.5x faster
+# than parse_example; BUILD.md, "Benchmarks"):
+#   class_index  uint32 little-endian    4 bytes
+#   num_frames   uint8 [K]               K bytes
+#   labels       uint8 [K, 66]           np.packbits of the multi-hot [K, 528] (big-endian bits)
+#   embedding    uint8 [K, 10, 128]      K * 1280 bytes
+# Plain shards (holdout, eval) are validated SequenceExamples in the released
+# format and need no format of their own.
+SHARD_SCHEMA_VERSION = 2
 PACKED_LABEL_BYTES = (NUM_CLASSES + 7) // 8  # 66
+_BLOCK_HEADER_BYTES = 4
+_CLIP_BYTES = 1 + PACKED_LABEL_BYTES + NUM_FRAMES * EMBEDDING_DIM  # 1347
+
+
+def block_bytes(block_size: int) -> int:
+    """Length of one serialized block of block_size clips."""
+    return _BLOCK_HEADER_BYTES + block_size * _CLIP_BYTES
 
 
 def encode_block(class_index: int, embedding: np.ndarray, num_frames: np.ndarray,
@@ -155,39 +165,32 @@ def encode_block(class_index: int, embedding: np.ndarray, num_frames: np.ndarray
     if num_frames.shape != (k,) or labels.shape != (k, NUM_CLASSES):
         raise ValueError(f"block of {k} clips has num_frames {num_frames.shape}, labels {labels.shape}")
     packed = np.packbits(labels.astype(bool), axis=1)  # [K, 66]
-    feature = {
-        BLOCK_CLASS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[class_index])),
-        BLOCK_EMBEDDING_KEY: _bytes_feature(embedding.tobytes()),
-        BLOCK_NUM_FRAMES_KEY: _bytes_feature(num_frames.astype(np.uint8).tobytes()),
-        BLOCK_LABELS_KEY: _bytes_feature(packed.tobytes()),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return b"".join([np.uint32(class_index).astype("<u4").tobytes(), num_frames.astype(np.uint8).tobytes(),
+                     packed.tobytes(), embedding.tobytes()])
+
+
+_UNPACK_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # [256, 8]: byte -> its bits
 
 
 def decode_blocks(serialized: tf.Tensor, block_size: int) -> dict[str, tf.Tensor]:
     """Vectorized inverse of :func:`encode_block` for a batch of N serialized blocks.
 
     Returns class_index int64 [N], embedding uint8 [N, K, 10, 128], num_frames int32 [N, K],
-    labels uint8 [N, K, 527].
+    labels uint8 [N, K, 527]. A record of another length fails (InvalidArgumentError).
     """
-    parsed = tf.io.parse_example(serialized, {
-        BLOCK_CLASS_KEY: tf.io.FixedLenFeature([], tf.int64),
-        BLOCK_EMBEDDING_KEY: tf.io.FixedLenFeature([], tf.string),
-        BLOCK_NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.string),
-        BLOCK_LABELS_KEY: tf.io.FixedLenFeature([], tf.string),
-    })
     k = block_size
-    embedding = tf.io.decode_raw(parsed[BLOCK_EMBEDDING_KEY], tf.uint8)  # [N, K*10*128]
-    embedding = tf.reshape(embedding, [-1, k, NUM_FRAMES, EMBEDDING_DIM])  # [N, K, 10, 128]
-    num_frames = tf.io.decode_raw(parsed[BLOCK_NUM_FRAMES_KEY], tf.uint8)  # [N, K]
-    packed = tf.io.decode_raw(parsed[BLOCK_LABELS_KEY], tf.uint8)  # [N, K*66]
-    packed = tf.reshape(packed, [-1, k, PACKED_LABEL_BYTES, 1])  # [N, K, 66, 1]
-    shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.uint8)  # np.packbits is big-endian
-    bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), 1)  # [N, K, 66, 8]
+    raw = tf.io.decode_raw(serialized, tf.uint8, fixed_length=block_bytes(k))  # [N, 4 + K * 1347]
+    header = _BLOCK_HEADER_BYTES
+    class_index = tf.bitcast(tf.reshape(raw[:, :header], [-1, header]), tf.uint32)  # [N]
+    num_frames = raw[:, header:header + k]  # [N, K]
+    labels_at = header + k
+    packed = tf.reshape(raw[:, labels_at:labels_at + k * PACKED_LABEL_BYTES], [-1, k, PACKED_LABEL_BYTES])  # [N,K,66]
+    bits = tf.gather(tf.constant(_UNPACK_TABLE), tf.cast(packed, tf.int32))  # [N, K, 66, 8]
     labels = tf.reshape(bits, [-1, k, PACKED_LABEL_BYTES * 8])[..., :NUM_CLASSES]  # [N, K, 527]
+    embedding = tf.reshape(raw[:, labels_at + k * PACKED_LABEL_BYTES:], [-1, k, NUM_FRAMES, EMBEDDING_DIM])
     return {
-        "class_index": parsed[BLOCK_CLASS_KEY],
-        "embedding": embedding,
+        "class_index": tf.cast(class_index, tf.int64),
+        "embedding": embedding,  # [N, K, 10, 128]
         "num_frames": tf.cast(num_frames, tf.int32),
         "labels": labels,
     }
