@@ -167,6 +167,8 @@ def train(config: TrainConfig) -> str | None:
     if config.eval_data:
         callbacks.append(EvalMetrics(config.eval_data, config.batch_size))
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"), update_freq="epoch"))
+    history = os.path.join(config.model_dir, "history.csv") if chief else os.path.join(tempfile.mkdtemp(), "h.csv")
+    callbacks.append(keras.callbacks.CSVLogger(history, append=True))  # per epoch; a resumed run appends
     model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
 

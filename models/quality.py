@@ -1,0 +1,159 @@
+"""The quality runs on real AudioSet: research models and our recipe, trained and evaluated the same way.
+
+    python -m models.quality --input '../shared/data/audioset/bal_train/*.tfrecord' --work_dir quality \
+        [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best] \
+        [--steps 1000] [--eval_every 100] [--snapshots 5]
+
+1. `beam_pipelines.build_shards --holdout_fraction 0.1` into WORK/shards (once; a stable split by a
+   hash of video_id), 2. for every run `train.py` with `--eval_data WORK/shards/holdout` (validation
+   mAP every --eval_every steps), 3. `evaluate.py` on the holdout, for the final export and for the
+   average of the last --snapshots checkpoints (the research code's snapshot averaging). Each run is
+   a subprocess running exactly the documented commands, printed before it starts. Writes
+   WORK/results/RUN.json (the small summary committed under results/) and WORK/results.md (a table).
+A run named after a research model uses the research recipe (no mixup, no weight averaging); `best`
+uses train.py's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from models import zoo
+
+RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
+RESEARCH_RECIPE = ("--mixup", "0", "--ema", "0")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    input: str
+    work_dir: str
+    runs: tuple[str, ...] = RESEARCH_MODELS + ("best",)
+    steps: int = 1000
+    eval_every: int = 100
+    snapshots: int = 5
+    holdout_fraction: float = 0.1
+    class_labels: str | None = None
+    train_args: tuple[str, ...] = ()  # extra train.py arguments for every run (e.g. a smaller model in tests)
+
+
+def train_args(run: str) -> list[str]:
+    """train.py arguments that make a run: a research model with the research recipe, or `best`."""
+    if run == "best":
+        return []
+    if run in zoo.REGISTRY:
+        return ["--model", run, *(RESEARCH_RECIPE if run in RESEARCH_MODELS else ())]
+    raise ValueError(f"unknown run {run!r}: use best or one of {', '.join(zoo.REGISTRY)}")
+
+
+def _class_labels(config: QualityConfig) -> str:
+    if config.class_labels:
+        return config.class_labels
+    base = os.path.dirname(config.input.split(",")[0])
+    for candidate in (base, os.path.dirname(base)):
+        path = os.path.join(candidate, "class_labels_indices.csv")
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"no class_labels_indices.csv beside {base}; pass --class_labels")
+
+
+def _run(command: list[str], log: str) -> float:
+    """Runs a command (its output to log), returns its wall time; a failure names the log."""
+    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        code = subprocess.run(command, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code:
+        raise RuntimeError(f"exit status {code}; see {log}")
+    return time.perf_counter() - start
+
+
+def run_quality(config: QualityConfig) -> list[dict]:
+    work = os.path.abspath(config.work_dir)
+    shards, results = os.path.join(work, "shards"), os.path.join(work, "results")
+    os.makedirs(results, exist_ok=True)
+    labels = _class_labels(config)
+    py = sys.executable
+    if not os.path.exists(os.path.join(shards, "manifest.json")):
+        _run([py, "-m", "beam_pipelines.build_shards", "--input", config.input, "--output_dir", shards,
+              "--holdout_fraction", str(config.holdout_fraction), "--overwrite"], os.path.join(work, "shards.log"))
+    holdout = os.path.join(shards, "holdout")
+    summaries = []
+    for run in config.runs:
+        model_dir = os.path.join(work, "runs", run)
+        args = [*train_args(run), "--train_data", shards, "--model_dir", model_dir, "--eval_data", holdout,
+                "--steps", str(config.steps), "--eval_every", str(config.eval_every),
+                "--snapshots", str(config.snapshots), "--seed", "0", "--class_labels", labels, *config.train_args]
+        seconds = _run([py, "train.py", *args], os.path.join(results, f"{run}.train.log"))
+        evaluations = {"final": [os.path.join(model_dir, "saved_model")]}
+        snapshots = sorted(glob.glob(os.path.join(model_dir, "snapshots", "*")))
+        if len(snapshots) > 1:
+            evaluations["snapshots"] = snapshots
+        summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
+                   "steps": config.steps, "train_seconds": round(seconds), "data": config.input,
+                   "holdout_fraction": config.holdout_fraction}
+        for name, models in evaluations.items():
+            out = os.path.join(results, run if name == "final" else f"{run}-{name}")
+            _run([py, "evaluate.py", "--saved_model", *models, "--data", holdout, "--output_dir", out,
+                  "--train_manifest", os.path.join(shards, "manifest.json")], out + ".log")
+            with open(os.path.join(out, "metrics.json")) as f:
+                m = json.load(f)
+            summary[name] = {k: m[k] for k in ("mAP", "AUC", "d_prime", "num_clips", "num_classes_scored")}
+            summary[name]["num_models"] = len(models)
+        with open(os.path.join(model_dir, "history.csv")) as f:
+            summary["validation_mAP"] = [round(float(row["val_mAP"]), 4) for row in csv.DictReader(f)]
+        with open(os.path.join(results, f"{run}.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        summaries.append(summary)
+    with open(os.path.join(work, "results.md"), "w") as f:
+        f.write(table(summaries))
+    return summaries
+
+
+def table(summaries: list[dict]) -> str:
+    rows = ["| run | mAP | AUC | d-prime | mAP, snapshots averaged | training time | train.py arguments |",
+            "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        final, snap = s["final"], s.get("snapshots")
+        snap_text = f"{snap['mAP']:.3f} ({snap['num_models']} snapshots)" if snap else "n/a"
+        rows.append(f"| {s['run']} | {final['mAP']:.3f} | {final['AUC']:.3f} | {final['d_prime']:.3f} | {snap_text} "
+                    f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {s['steps']}` |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="glob of AudioSet TFRecords (e.g. bal_train/*.tfrecord)")
+    parser.add_argument("--work_dir", required=True)
+    parser.add_argument("--runs", default=",".join(QualityConfig.runs))
+    parser.add_argument("--steps", type=int, default=QualityConfig.steps)
+    parser.add_argument("--eval_every", type=int, default=QualityConfig.eval_every)
+    parser.add_argument("--snapshots", type=int, default=QualityConfig.snapshots)
+    parser.add_argument("--class_labels")
+    parser.add_argument("--train_args", default="", help="extra train.py arguments for every run, quoted")
+    a = parser.parse_args(argv)
+    config = QualityConfig(a.input, a.work_dir, tuple(a.runs.split(",")), a.steps, a.eval_every, a.snapshots,
+                           class_labels=a.class_labels, train_args=tuple(shlex.split(a.train_args)))
+    try:
+        for run in config.runs:
+            train_args(run)
+        summaries = run_quality(config)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
