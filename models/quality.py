@@ -111,7 +111,10 @@ def run_quality(config: QualityConfig) -> list[dict]:
             summary[name] = {k: m[k] for k in ("mAP", "AUC", "d_prime", "num_clips", "num_classes_scored")}
             summary[name]["num_models"] = len(models)
         with open(os.path.join(model_dir, "history.csv")) as f:
-            summary["validation_mAP"] = [round(float(row["val_mAP"]), 4) for row in csv.DictReader(f)]
+            history = list(csv.DictReader(f))
+        for column in ("val_mAP", "val_mAP_ema"):
+            if history and column in history[0]:
+                summary["validation_" + column[4:]] = [round(float(row[column]), 4) for row in history]
         with open(os.path.join(results, f"{run}.json"), "w") as f:
             json.dump(summary, f, indent=1)
         summaries.append(summary)

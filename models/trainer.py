@@ -39,8 +39,8 @@ class TrainConfig:
     export_dir: str | None = None
     class_labels: str | None = None
     snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
-    ema: float = 0.0  # > 0: export an exponential moving average of the weights with this decay
-    mixup: float = 0.0  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
+    ema: float = 0.99  # > 0: export an exponential moving average of the weights with this decay
+    mixup: float = 0.5  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
 
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
@@ -102,20 +102,32 @@ def class_labels_path(config: TrainConfig) -> str:
 
 
 class EvalMetrics(keras.callbacks.Callback):
-    """Validation mAP, AUC and d-prime on the whole evaluation set at the end of every epoch."""
+    """Validation mAP, AUC and d-prime on the whole evaluation set at the end of every epoch; with EMA also
+    `val_mAP_ema`, the mAP of the averaged weights (what the export holds)."""
 
     def __init__(self, eval_data: str, batch_size: int):
         super().__init__()
         self._eval_data, self._batch_size = eval_data, batch_size
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _evaluate(self) -> metrics.Metrics:
         scores, labels = [], []
         for features, y in datasets.eval_dataset(self._eval_data, self._batch_size):
             inputs = {"embedding": features["embedding"], "num_frames": features["num_frames"]}
             scores.append(self.model(inputs, training=False).numpy())
             labels.append(y.numpy())
-        result = metrics.compute(np.concatenate(labels), np.concatenate(scores))
+        return metrics.compute(np.concatenate(labels), np.concatenate(scores))
+
+    def on_epoch_end(self, epoch, logs=None):
+        result = self._evaluate()
         logs.update({"val_mAP": result.mAP, "val_AUC": result.AUC, "val_d_prime": result.d_prime})
+        optimizer = self.model.optimizer
+        if getattr(optimizer, "use_ema", False):
+            variables = self.model.trainable_variables
+            raw = [v.numpy() for v in variables]
+            optimizer.finalize_variable_values(variables)  # the moving averages into the model
+            logs["val_mAP_ema"] = self._evaluate().mAP
+            for v, value in zip(variables, raw):
+                v.assign(value)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
