@@ -30,6 +30,8 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
     p.add_argument("--steps_per_epoch", "--eval_every", type=int, default=d["steps_per_epoch"].default,
                    help="steps between checkpoints, logs and evaluations")
     p.add_argument("--learning_rate", type=float, default=d["learning_rate"].default)
+    p.add_argument("--lr_schedule", choices=["constant", "cosine"], default=d["lr_schedule"].default,
+                   help="cosine: decay from --learning_rate to 0 over --steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--jit_compile", action="store_true")
     p.add_argument("--mixed_precision", action="store_true")
@@ -58,7 +60,8 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
     return trainer.TrainConfig(
         train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
-        learning_rate=a.learning_rate, seed=a.seed, jit_compile=a.jit_compile, mixed_precision=a.mixed_precision,
+        learning_rate=a.learning_rate, lr_schedule=a.lr_schedule, seed=a.seed, jit_compile=a.jit_compile,
+        mixed_precision=a.mixed_precision,
         export_dir=a.export_dir, class_labels=a.class_labels, snapshots=a.snapshots, ema=a.ema, mixup=a.mixup)
 
 

@@ -30,7 +30,7 @@ import time
 from models import zoo
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
-RESEARCH_RECIPE = ("--mixup", "0", "--ema", "0")
+RESEARCH_RECIPE = ("--mixup", "0", "--ema", "0", "--lr_schedule", "constant")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

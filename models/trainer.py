@@ -33,6 +33,7 @@ class TrainConfig:
     steps: int = 10_000
     steps_per_epoch: int = 500  # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (from learning_rate to 0 over `steps`)
     seed: int | None = None
     jit_compile: bool = False
     mixed_precision: bool = False
@@ -163,7 +164,10 @@ def train(config: TrainConfig) -> str | None:
 
     with strategy.scope():
         model = zoo.build(config.model)
-        optimizer = keras.optimizers.Adam(config.learning_rate, use_ema=config.ema > 0,
+        learning_rate = config.learning_rate
+        if config.lr_schedule == "cosine":
+            learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
+        optimizer = keras.optimizers.Adam(learning_rate, use_ema=config.ema > 0,
                                           ema_momentum=config.ema or 0.99)
         model.compile(optimizer=optimizer,
                       loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile)
