@@ -92,6 +92,33 @@ def test_same_seed_same_batches(single_label_shards):
     assert not all((x == y).all() for x, y in zip(a, c))
 
 
+def test_mixup_mixes_embeddings_and_labels_with_the_mirrored_clip():
+    import tensorflow as tf
+
+    b = 64
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, b)  # clip i: every frame and dimension holds values[i]
+    num_frames = rng.integers(1, schema.NUM_FRAMES + 1, b)
+    frames = np.arange(schema.NUM_FRAMES)[None, :] < num_frames[:, None]  # [B, 10]
+    embedding = np.where(frames[:, :, None], values[:, None, None], 0).astype(np.uint8) * np.ones(
+        [1, 1, schema.EMBEDDING_DIM], np.uint8)  # [B, 10, 128]
+    labels = np.eye(schema.NUM_CLASSES, dtype=np.uint8)[np.arange(b)]  # clip i has class i only
+    batch = {"embedding": tf.constant(embedding), "num_frames": tf.constant(num_frames, tf.int32),
+             "labels": tf.constant(labels)}
+    mixed = {k: v.numpy() for k, v in datasets._mixup(batch, tf.constant([1, 2], tf.int64), 0.5).items()}
+    other = np.arange(b)[::-1]
+    lam = mixed["labels"][np.arange(b), np.arange(b)]  # the weight of the clip's own label
+    assert np.allclose(mixed["labels"][np.arange(b), other], 1 - lam) and np.allclose(mixed["labels"].sum(1), 1)
+    assert 0.2 < lam.mean() < 0.8 and lam.std() > 0.1  # Beta(0.5, 0.5): spread towards 0 and 1
+    assert np.array_equal(mixed["num_frames"], np.maximum(num_frames, num_frames[other]))
+    both = frames & frames[other]  # frames both clips have are mixed; a frame only one has is its own
+    expected = np.where(both, lam[:, None] * values[:, None] + (1 - lam[:, None]) * values[other][:, None],
+                        np.where(frames, values[:, None], values[other][:, None]))
+    expected = np.where(frames | frames[other], expected, 0)  # [B, 10]
+    assert np.abs(mixed["embedding"][:, :, 0].astype(float) - expected).max() <= 0.5 + 1e-3
+    assert (mixed["embedding"] == mixed["embedding"][:, :, :1]).all()
+
+
 def test_train_dataset_reads_the_beam_job_output(beam_shards):
     manifest = json.loads((beam_shards / "manifest.json").read_text())
     present = np.array(manifest["splits"]["train"]["class_counts"]) > 0

@@ -1,6 +1,8 @@
 """train.py end to end in subprocesses: strategies, resumption after kill -9, user errors."""
 
+import csv
 import json
+import math
 import os
 import re
 import signal
@@ -9,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import h5py
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -37,7 +41,7 @@ def _losses(stdout):
 
 
 def test_default_and_mirrored_follow_the_same_loss_trajectory(shards, tmp_path):
-    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention"]
+    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0"]
     default = _train(shards, tmp_path / "default", *args)
     mirrored = _train(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
     assert default.returncode == 0, default.stderr[-3000:]
@@ -48,6 +52,48 @@ def test_default_and_mirrored_follow_the_same_loss_trajectory(shards, tmp_path):
     for x, y in zip(a, b):
         assert abs(x - y) < 0.05 * x, (a, b)
     assert (tmp_path / "mirrored" / "saved_model" / "saved_model.pb").exists()
+
+
+def _history(model_dir):
+    with open(model_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards, tmp_path):
+    holdout = shards / "holdout"
+    args = ["--steps", "4", "--steps_per_epoch", "1", "--model", "average_pooling", "--eval_data", str(holdout),
+            "--lr_schedule", "cosine", "--learning_rate", "0.01"]
+    ema = _train(shards, tmp_path / "ema", *args, "--ema", "0.5")
+    raw = _train(shards, tmp_path / "raw", *args, "--ema", "0")
+    assert ema.returncode == 0 and raw.returncode == 0, (ema.stderr[-3000:], raw.stderr[-3000:])
+    rows = _history(tmp_path / "ema")
+    # Step k (1-based) uses the rate at k - 1, 0.01 * (1 + cos(pi * (k - 1) / 4)) / 2, logged after it.
+    expected = [0.01 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx(expected, abs=1e-6)
+    assert all("val_mAP_ema" in r for r in rows) and "val_mAP_ema" not in _history(tmp_path / "raw")[0]
+    # Same seed and data: the raw weights of the two runs are the same; only the EMA run exports an average.
+    import tensorflow as tf
+
+    embedding = tf.constant(np.random.default_rng(0).integers(0, 256, [8, 10, 128]), tf.uint8)
+
+    def exported_scores(d):
+        return tf.saved_model.load(str(d / "saved_model")).signatures["serving_default"](embedding=embedding)[
+            "scores"].numpy()
+
+    def last_checkpoint(d):
+        with h5py.File(sorted((d / "checkpoints").glob("*.h5"))[-1]) as f:
+            return sorted(np.asarray(f[k]).tobytes() for k in _datasets(f))
+
+    assert last_checkpoint(tmp_path / "ema") == last_checkpoint(tmp_path / "raw")
+    assert not np.allclose(exported_scores(tmp_path / "ema"), exported_scores(tmp_path / "raw"), atol=1e-4)
+
+
+def _datasets(group, prefix=""):
+    for key, item in group.items():
+        if isinstance(item, h5py.Dataset):
+            yield prefix + key
+        else:
+            yield from _datasets(item, prefix + key + "/")
 
 
 def _free_ports(n):
