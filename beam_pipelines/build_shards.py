@@ -52,7 +52,7 @@ from beam_pipelines import core, transforms
 
 # Chosen by measurement on 2 cores (BUILD.md, "Beam runner modes"); only used when the pipeline
 # options name no runner (or the DirectRunner) and no running mode.
-DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=in_memory"]
+DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
 OUTPUT_ENTRIES = ("manifest.json", "train", "eval", "holdout", "rejected", "_tmp")
 SPILL_DIR = "_tmp"  # OUT/_tmp: shuffled clip parts, deleted before the manifest is written
 
