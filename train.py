@@ -17,7 +17,7 @@ from models import trainer, zoo
 
 def parse_args(argv: list[str]) -> trainer.TrainConfig:
     d = trainer.TrainConfig.__dataclass_fields__
-    m = zoo.ModelConfig()
+    m = d["model"].default
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train_data", required=True, help="shards directory written by beam_pipelines.build_shards")
     p.add_argument("--model_dir", required=True)

@@ -30,7 +30,8 @@ import time
 from models import zoo
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
-RESEARCH_RECIPE = ("--mixup", "0", "--ema", "0", "--lr_schedule", "constant")
+RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
+                   "--ema", "0")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
