@@ -7,11 +7,18 @@
 Scores are 527 independent sigmoid probabilities (multi-label), not a softmax.
 The class_labels_indices.csv travels as the asset `assets/class_labels_indices.csv`; the loaded
 model also has `class_names` (a string variable [527]).
+
+    python -m models.exporting --average DIR [DIR ...] --output OUT
+
+writes one SavedModel with the same signatures whose scores are the mean of the given SavedModels'
+scores (an ensemble that serves like a single model).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
 import tensorflow as tf
 import tf_keras as keras
@@ -54,3 +61,58 @@ def export(model: keras.Model, export_dir: str, class_labels_csv: str) -> str:
         "serve_examples": module.serve_examples.get_concrete_function(),
     })
     return export_dir
+
+
+class AverageModule(tf.Module):
+    """The mean of several exported models' scores, behind the same two signatures."""
+
+    def __init__(self, members: list, class_labels_csv: str):
+        super().__init__()
+        self.members = members
+        self.class_labels = tf.saved_model.Asset(class_labels_csv)
+        self.class_names = tf.Variable(list(schema.read_class_labels(class_labels_csv).names), trainable=False)
+
+    def _mean(self, signature: str, **inputs) -> dict:
+        scores = [m.signatures[signature](**inputs)["scores"] for m in self.members]  # K x [B, 527]
+        return {"scores": tf.add_n(scores) / len(scores)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, schema.EMBEDDING_DIM], tf.uint8, name="embedding")])
+    def serve_embeddings(self, embedding):
+        return self._mean("serving_default", embedding=embedding)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        return self._mean("serve_examples", examples=examples)
+
+
+def export_average(member_dirs: list[str], export_dir: str) -> str:
+    """One SavedModel averaging the scores of member_dirs (SavedModels written by `export`, same classes)."""
+    labels = [tf.io.gfile.GFile(os.path.join(d, "assets", CLASS_LABELS_ASSET)).read() for d in member_dirs]
+    if any(text != labels[0] for text in labels):
+        raise ValueError("the models to average were exported with different class labels")
+    module = AverageModule([tf.saved_model.load(d) for d in member_dirs],
+                           os.path.join(member_dirs[0], "assets", CLASS_LABELS_ASSET))
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.serve_embeddings.get_concrete_function(),
+        "serve_examples": module.serve_examples.get_concrete_function(),
+    })
+    return export_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Averages exported models into one SavedModel.")
+    parser.add_argument("--average", nargs="+", required=True, help="SavedModel directories written by train.py")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    for d in args.average:
+        if not tf.io.gfile.exists(os.path.join(d, "saved_model.pb")):
+            parser.error(f"{d}: not a SavedModel directory (no saved_model.pb)")
+    if tf.io.gfile.exists(args.output):
+        parser.error(f"{args.output} exists; choose a new directory")
+    export_average(args.average, args.output)
+    print(f"exported the average of {len(args.average)} models to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

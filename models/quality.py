@@ -1,7 +1,7 @@
 """The quality runs on real AudioSet: research models and our recipe, trained and evaluated the same way.
 
     python -m models.quality --input '../shared/data/audioset/bal_train/*.tfrecord' --work_dir quality \
-        [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best] \
+        [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best,ensemble] \
         [--steps 1000] [--eval_every 100] [--snapshots 5]
 
 1. `beam_pipelines.build_shards --holdout_fraction 0.1` into WORK/shards (once; a stable split by a
@@ -11,7 +11,9 @@
    a subprocess running exactly the documented commands, printed before it starts. Writes
    WORK/results/RUN.json (the small summary committed under results/) and WORK/results.md (a table).
 A run named after a research model uses the research recipe (no mixup, no weight averaging); `best`
-uses train.py's defaults.
+uses train.py's defaults (our recipe), and the variants in VARIANTS change one thing of it.
+`ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
+their exports into one SavedModel (`python -m models.exporting --average`), evaluated like the others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +35,8 @@ from models import zoo
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
                    "--ema", "0")
+VARIANTS = {"best": (), "best_no_mixup": ("--mixup", "0"), "best_dropout_0.5": ("--dropout", "0.5")}
+ENSEMBLE_MEMBERS = ("best", "best_no_mixup", "best_dropout_0.5")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -39,7 +44,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class QualityConfig:
     input: str
     work_dir: str
-    runs: tuple[str, ...] = RESEARCH_MODELS + ("best",)
+    runs: tuple[str, ...] = RESEARCH_MODELS + ("best", "ensemble")
     steps: int = 1000
     eval_every: int = 100
     snapshots: int = 5
@@ -49,12 +54,13 @@ class QualityConfig:
 
 
 def train_args(run: str) -> list[str]:
-    """train.py arguments that make a run: a research model with the research recipe, or `best`."""
-    if run == "best":
-        return []
+    """train.py arguments that make a run: a research model with the research recipe, `best` (train.py's
+    defaults) or one of its VARIANTS, or another registered model with train.py's defaults."""
+    if run in VARIANTS:
+        return list(VARIANTS[run])
     if run in zoo.REGISTRY:
         return ["--model", run, *(RESEARCH_RECIPE if run in RESEARCH_MODELS else ())]
-    raise ValueError(f"unknown run {run!r}: use best or one of {', '.join(zoo.REGISTRY)}")
+    raise ValueError(f"unknown run {run!r}: use ensemble, {', '.join(VARIANTS)} or one of {', '.join(zoo.REGISTRY)}")
 
 
 def _class_labels(config: QualityConfig) -> str:
@@ -81,47 +87,84 @@ def _run(command: list[str], log: str) -> float:
 
 def run_quality(config: QualityConfig) -> list[dict]:
     work = os.path.abspath(config.work_dir)
-    shards, results = os.path.join(work, "shards"), os.path.join(work, "results")
-    os.makedirs(results, exist_ok=True)
-    labels = _class_labels(config)
-    py = sys.executable
+    shards = os.path.join(work, "shards")
+    os.makedirs(os.path.join(work, "results"), exist_ok=True)
     if not os.path.exists(os.path.join(shards, "manifest.json")):
-        _run([py, "-m", "beam_pipelines.build_shards", "--input", config.input, "--output_dir", shards,
+        _run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", config.input, "--output_dir", shards,
               "--holdout_fraction", str(config.holdout_fraction), "--overwrite"], os.path.join(work, "shards.log"))
-    holdout = os.path.join(shards, "holdout")
     summaries = []
     for run in config.runs:
-        model_dir = os.path.join(work, "runs", run)
-        args = [*train_args(run), "--train_data", shards, "--model_dir", model_dir, "--eval_data", holdout,
-                "--steps", str(config.steps), "--eval_every", str(config.eval_every),
-                "--snapshots", str(config.snapshots), "--seed", "0", "--class_labels", labels, *config.train_args]
-        seconds = _run([py, "train.py", *args], os.path.join(results, f"{run}.train.log"))
-        evaluations = {"final": [os.path.join(model_dir, "saved_model")]}
-        snapshots = sorted(glob.glob(os.path.join(model_dir, "snapshots", "*")))
-        if len(snapshots) > 1:
-            evaluations["snapshots"] = snapshots
-        summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
-                   "steps": config.steps, "train_seconds": round(seconds), "data": config.input,
-                   "holdout_fraction": config.holdout_fraction}
-        for name, models in evaluations.items():
-            out = os.path.join(results, run if name == "final" else f"{run}-{name}")
-            _run([py, "evaluate.py", "--saved_model", *models, "--data", holdout, "--output_dir", out,
-                  "--train_manifest", os.path.join(shards, "manifest.json")], out + ".log")
-            with open(os.path.join(out, "metrics.json")) as f:
-                m = json.load(f)
-            summary[name] = {k: m[k] for k in ("mAP", "AUC", "d_prime", "num_clips", "num_classes_scored")}
-            summary[name]["num_models"] = len(models)
-        with open(os.path.join(model_dir, "history.csv")) as f:
-            history = list(csv.DictReader(f))
-        for column in ("val_mAP", "val_mAP_ema"):
-            if history and column in history[0]:
-                summary["validation_" + column[4:]] = [round(float(row[column]), 4) for row in history]
-        with open(os.path.join(results, f"{run}.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        summaries.append(summary)
+        if run == "ensemble":
+            members = [_trained(config, work, member) for member in ENSEMBLE_MEMBERS]
+            summaries.append(_ensemble(config, work, members))
+        else:
+            summaries.append(_trained(config, work, run))
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(table(summaries))
     return summaries
+
+
+def _trained(config: QualityConfig, work: str, run: str) -> dict:
+    """The summary of `run`: trained and evaluated now, or read back when this work dir already holds a
+    finished run with the same arguments (so an interrupted quality command can be run again)."""
+    model_dir, shards = os.path.join(work, "runs", run), os.path.join(work, "shards")
+    labels = _class_labels(config)
+    args = [*train_args(run), "--train_data", shards, "--model_dir", model_dir,
+            "--eval_data", os.path.join(shards, "holdout"), "--steps", str(config.steps),
+            "--eval_every", str(config.eval_every), "--snapshots", str(config.snapshots), "--seed", "0",
+            "--class_labels", labels, *config.train_args]
+    summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
+               "steps": config.steps, "data": config.input, "holdout_fraction": config.holdout_fraction}
+    path = os.path.join(work, "results", f"{run}.json")
+    if os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
+        with open(path) as f:
+            done = json.load(f)
+        if all(done.get(k) == v for k, v in summary.items()):
+            print(f"{run}: finished before, reusing {path}", flush=True)
+            return done
+    if os.path.exists(os.path.join(model_dir, "saved_model")):  # finished, with other arguments
+        shutil.rmtree(model_dir)
+    summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
+                                          os.path.join(work, "results", f"{run}.train.log")))
+    summary["final"] = _evaluate(work, run, [os.path.join(model_dir, "saved_model")])
+    snapshots = sorted(glob.glob(os.path.join(model_dir, "snapshots", "*")))
+    if len(snapshots) > 1:
+        summary["snapshots"] = _evaluate(work, f"{run}-snapshots", snapshots)
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        history = list(csv.DictReader(f))
+    for column in ("val_mAP", "val_mAP_ema"):
+        if history and column in history[0]:
+            summary["validation_" + column[4:]] = [round(float(row[column]), 4) for row in history]
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
+    """One SavedModel averaging the members' exports, evaluated like a single model."""
+    export = os.path.join(work, "runs", "ensemble", "saved_model")
+    shutil.rmtree(export, ignore_errors=True)
+    _run([sys.executable, "-m", "models.exporting", "--average",
+          *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
+         os.path.join(work, "results", "ensemble.export.log"))
+    summary = {"run": "ensemble", "members": [m["run"] for m in members],
+               "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"], "steps": config.steps,
+               "train_seconds": sum(m["train_seconds"] for m in members), "data": config.input,
+               "holdout_fraction": config.holdout_fraction, "final": _evaluate(work, "ensemble", [export])}
+    with open(os.path.join(work, "results", "ensemble.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _evaluate(work: str, name: str, models: list[str]) -> dict:
+    """evaluate.py on the holdout (several models: their mean scores); the headline metrics."""
+    shards = os.path.join(work, "shards")
+    out = os.path.join(work, "results", name)
+    _run([sys.executable, "evaluate.py", "--saved_model", *models, "--data", os.path.join(shards, "holdout"),
+          "--output_dir", out, "--train_manifest", os.path.join(shards, "manifest.json")], out + ".log")
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    return {**{k: m[k] for k in ("mAP", "AUC", "d_prime", "num_clips", "num_classes_scored")}, "num_models": len(models)}
 
 
 def table(summaries: list[dict]) -> str:
@@ -150,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                            class_labels=a.class_labels, train_args=tuple(shlex.split(a.train_args)))
     try:
         for run in config.runs:
-            train_args(run)
+            if run != "ensemble":
+                train_args(run)
         summaries = run_quality(config)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

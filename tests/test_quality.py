@@ -7,23 +7,35 @@ import pytest
 from models import quality
 
 
-def test_train_args_of_research_runs_and_best():
-    assert quality.train_args("feature_attention") == ["--model", "feature_attention", "--mixup", "0", "--ema", "0"]
-    assert quality.train_args("best") == []
+def test_research_runs_use_the_research_recipe_and_best_the_defaults():
+    import train
+    from models import trainer, zoo
+
+    def config(run):
+        return train.parse_args([*quality.train_args(run), "--train_data", "s", "--model_dir", "m"])
+
+    research = config("feature_attention")
+    assert research.model == zoo.ModelConfig("feature_attention", hidden_units=1024, num_layers=3, dropout=0.5)
+    assert (research.learning_rate, research.lr_schedule, research.batch_size, research.mixup, research.ema) == (
+        1e-3, "constant", 500, 0, 0)
+    assert config("best") == trainer.TrainConfig("s", "m")
+    assert config("multi_head_attention").model.name == "multi_head_attention"
     with pytest.raises(ValueError, match="unknown run 'nope'"):
         quality.train_args("nope")
 
 
 def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys):
+    import numpy as np
+
     work = tmp_path / "quality"
-    code = quality.main(["--input", str(audioset_dir / "bal_train" / "a*.tfrecord"), "--work_dir", str(work),
-                         "--runs", "single_attention,best", "--steps", "2", "--eval_every", "1", "--snapshots", "2",
-                         "--train_args", "--batch_size 50 --hidden_units 32"])
-    assert code == 0
+    argv = ["--input", str(audioset_dir / "bal_train" / "a*.tfrecord"), "--work_dir", str(work),
+            "--runs", "single_attention,best,ensemble", "--steps", "2", "--eval_every", "1", "--snapshots", "2",
+            "--train_args", "--batch_size 50 --hidden_units 32"]
+    assert quality.main(argv) == 0
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     holdout = manifest["splits"]["holdout"]["clips"]
     assert 0 < holdout < manifest["written_clips"]
-    for run in ("single_attention", "best"):
+    for run in ("single_attention", "best", "best_no_mixup", "best_dropout_0.5"):
         summary = json.loads((work / "results" / f"{run}.json").read_text())
         for name in ("final", "snapshots"):
             m = summary[name]
@@ -32,6 +44,17 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys)
         assert summary["snapshots"]["num_models"] == 2 and len(summary["validation_mAP"]) == 2
     assert json.loads((work / "results" / "single_attention.json").read_text())["train_args"][:2] == [
         "--model", "single_attention"]
+    # The ensemble is one SavedModel whose scores are the mean of its members' scores.
+    ensemble = json.loads((work / "results" / "ensemble.json").read_text())
+    assert ensemble["members"] == list(quality.ENSEMBLE_MEMBERS) and ensemble["final"]["num_models"] == 1
+    scores = {r: np.load(work / "results" / r / "scores.npz")["scores"] for r in ("ensemble", *quality.ENSEMBLE_MEMBERS)}
+    members = np.mean([scores[r] for r in quality.ENSEMBLE_MEMBERS], axis=0)
+    assert np.allclose(scores["ensemble"], members, atol=1e-6)
     table = (work / "results.md").read_text()
-    assert "| single_attention |" in table and "| best |" in table
+    assert "| single_attention |" in table and "| best |" in table and "| ensemble |" in table
     assert table in capsys.readouterr().out
+    # Running the same command again reuses the finished runs instead of training them again.
+    logs = {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")}
+    assert quality.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")} == logs
+    assert "single_attention: finished before" in capsys.readouterr().out
