@@ -35,7 +35,7 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys)
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     holdout = manifest["splits"]["holdout"]["clips"]
     assert 0 < holdout < manifest["written_clips"]
-    for run in ("single_attention", "best", "best_no_mixup", "best_dropout_0.5"):
+    for run in ("single_attention", *quality.ENSEMBLE_MEMBERS):
         summary = json.loads((work / "results" / f"{run}.json").read_text())
         for name in ("final", "snapshots"):
             m = summary[name]
@@ -47,6 +47,8 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys)
     # The ensemble is one SavedModel whose scores are the mean of its members' scores.
     ensemble = json.loads((work / "results" / "ensemble.json").read_text())
     assert ensemble["members"] == list(quality.ENSEMBLE_MEMBERS) and ensemble["final"]["num_models"] == 1
+    seeds = [json.loads((work / "results" / f"{r}.json").read_text())["seed"] for r in quality.ENSEMBLE_MEMBERS]
+    assert len(set(seeds)) == len(seeds)
     scores = {r: np.load(work / "results" / r / "scores.npz")["scores"] for r in ("ensemble", *quality.ENSEMBLE_MEMBERS)}
     members = np.mean([scores[r] for r in quality.ENSEMBLE_MEMBERS], axis=0)
     assert np.allclose(scores["ensemble"], members, atol=1e-6)
