@@ -73,8 +73,9 @@ class DecisionAttention(keras.layers.Layer):
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
-        self.classification = keras.layers.Dense(units, activation="sigmoid")
-        self.attention = keras.layers.Dense(units, activation="sigmoid")
+        # Sublayers compute in this layer's dtype (a float32 output layer stays float32 under mixed_float16).
+        self.classification = keras.layers.Dense(units, activation="sigmoid", dtype=self.dtype_policy)
+        self.attention = keras.layers.Dense(units, activation="sigmoid", dtype=self.dtype_policy)
 
     def call(self, h, mask):
         mask = tf.cast(mask, h.dtype)
@@ -95,8 +96,8 @@ class FeatureAttention(keras.layers.Layer):
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
-        self.values = keras.layers.Dense(units)
-        self.attention = keras.layers.Dense(units, activation="sigmoid")
+        self.values = keras.layers.Dense(units, dtype=self.dtype_policy)
+        self.attention = keras.layers.Dense(units, activation="sigmoid", dtype=self.dtype_policy)
 
     def call(self, h, mask):
         mask = tf.cast(mask, h.dtype)
@@ -119,8 +120,8 @@ class MultiHeadFeatureAttention(keras.layers.Layer):
         if units % num_heads:
             raise ValueError(f"hidden_units {units} is not divisible by num_heads {num_heads}")
         self.units, self.num_heads = units, num_heads
-        self.values = keras.layers.Dense(units)
-        self.scores = keras.layers.Dense(units)
+        self.values = keras.layers.Dense(units, dtype=self.dtype_policy)
+        self.scores = keras.layers.Dense(units, dtype=self.dtype_policy)
 
     def call(self, h, mask):
         logits = self.scores(h)  # [B, T, units]: one attention logit per head and channel

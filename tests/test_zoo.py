@@ -27,6 +27,20 @@ def test_each_model_trains_and_lowers_the_loss(name, clips):
 
 
 @pytest.mark.parametrize("name", list(zoo.REGISTRY))
+def test_each_model_builds_and_trains_in_mixed_precision(name, clips):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = zoo.build(zoo.ModelConfig(name=name, **SMALL))
+        model.compile(keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy())
+        x = {"embedding": clips["embedding"][:64], "num_frames": clips["num_frames"][:64]}
+        loss = model.fit(x, clips["labels"][:64], batch_size=64, epochs=1, verbose=0).history["loss"][0]
+        scores = model(x, training=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(loss) and scores.dtype == tf.float32 and scores.shape == (64, schema.NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", list(zoo.REGISTRY))
 def test_padding_frames_never_count(name):
     model = zoo.build(zoo.ModelConfig(name=name, **SMALL))
     rng = np.random.default_rng(1)
