@@ -35,10 +35,11 @@ from models import zoo
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
                    "--ema", "0")
-VARIANTS = {"best": (), "best_no_mixup": ("--mixup", "0"), "best_dropout_0.5": ("--dropout", "0.5")}
+VARIANTS = {"best": (), "best_no_mixup": ("--mixup", "0"), "best_dropout_0.5": ("--dropout", "0.5"),
+            "best_single_attention": ("--model", "single_attention")}
 # Members differ in recipe, model and seed: the more their errors differ, the more the average gains.
-ENSEMBLE_MEMBERS = ("best", "best_no_mixup", "best_dropout_0.5", "multi_head_attention")
-SEEDS = {"best_no_mixup": 1, "best_dropout_0.5": 2, "multi_head_attention": 3}  # other runs: seed 0
+ENSEMBLE_MEMBERS = ("best", "best_no_mixup", "best_dropout_0.5", "multi_head_attention", "best_single_attention")
+SEEDS = {"best_no_mixup": 1, "best_dropout_0.5": 2, "multi_head_attention": 3, "best_single_attention": 4}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
