@@ -176,6 +176,8 @@ def train(config: TrainConfig) -> str | None:
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
                                               mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
+    # BackupAndRestore empties DIR/backup when fit ends: a non-empty one means fit resumes, else starts at epoch 1.
+    resuming = bool(tf.io.gfile.glob(os.path.join(config.model_dir, "backup", "*")))
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(config.model_dir, "checkpoints", "weights-{epoch:04d}.h5"),
@@ -186,7 +188,7 @@ def train(config: TrainConfig) -> str | None:
         callbacks.append(EvalMetrics(config.eval_data, config.batch_size))
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"), update_freq="epoch"))
     history = os.path.join(config.model_dir, "history.csv") if chief else os.path.join(tempfile.mkdtemp(), "h.csv")
-    callbacks.append(keras.callbacks.CSVLogger(history, append=True))  # per epoch; a resumed run appends
+    callbacks.append(keras.callbacks.CSVLogger(history, append=resuming))  # per epoch; a resumed run appends
     model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
 

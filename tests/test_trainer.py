@@ -88,6 +88,14 @@ def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards,
     assert not np.allclose(exported_scores(tmp_path / "ema"), exported_scores(tmp_path / "raw"), atol=1e-4)
 
 
+def test_a_run_that_starts_over_starts_a_new_history(shards, tmp_path):
+    args = ["--steps", "2", "--steps_per_epoch", "1", "--model", "average_pooling"]
+    for _ in range(2):  # the second run finds no backup (the first finished), so it trains from step 0 again
+        result = _train(shards, tmp_path / "m", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["epoch"] for row in _history(tmp_path / "m")] == ["0", "1"]
+
+
 def _datasets(group, prefix=""):
     for key, item in group.items():
         if isinstance(item, h5py.Dataset):
