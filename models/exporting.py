@@ -28,12 +28,27 @@ from tfdata import schema
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
 
 
-class ServingModule(tf.Module):
-    def __init__(self, model: keras.Model, class_labels_csv: str):
+class _Labelled(tf.Module):
+    """A module that carries the class labels: the csv as an asset and `class_names` [527]."""
+
+    def __init__(self, class_labels_csv: str):
         super().__init__()
-        self.model = model
         self.class_labels = tf.saved_model.Asset(class_labels_csv)
         self.class_names = tf.Variable(list(schema.read_class_labels(class_labels_csv).names), trainable=False)
+
+
+def _save(module: _Labelled, export_dir: str) -> str:
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.serve_embeddings.get_concrete_function(),
+        "serve_examples": module.serve_examples.get_concrete_function(),
+    })
+    return export_dir
+
+
+class ServingModule(_Labelled):
+    def __init__(self, model: keras.Model, class_labels_csv: str):
+        super().__init__(class_labels_csv)
+        self.model = model
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, schema.EMBEDDING_DIM], tf.uint8, name="embedding")])
     def serve_embeddings(self, embedding):
@@ -56,21 +71,15 @@ def export(model: keras.Model, export_dir: str, class_labels_csv: str) -> str:
     module = ServingModule(model, class_labels_csv)
     if os.path.basename(class_labels_csv) != CLASS_LABELS_ASSET:
         raise ValueError(f"{class_labels_csv}: the class labels file must be named {CLASS_LABELS_ASSET}")
-    tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_embeddings.get_concrete_function(),
-        "serve_examples": module.serve_examples.get_concrete_function(),
-    })
-    return export_dir
+    return _save(module, export_dir)
 
 
-class AverageModule(tf.Module):
+class AverageModule(_Labelled):
     """The mean of several exported models' scores, behind the same two signatures."""
 
     def __init__(self, members: list, class_labels_csv: str):
-        super().__init__()
+        super().__init__(class_labels_csv)
         self.members = members
-        self.class_labels = tf.saved_model.Asset(class_labels_csv)
-        self.class_names = tf.Variable(list(schema.read_class_labels(class_labels_csv).names), trainable=False)
 
     def _mean(self, signature: str, **inputs) -> dict:
         scores = [m.signatures[signature](**inputs)["scores"] for m in self.members]  # K x [B, 527]
@@ -92,11 +101,7 @@ def export_average(member_dirs: list[str], export_dir: str) -> str:
         raise ValueError("the models to average were exported with different class labels")
     module = AverageModule([tf.saved_model.load(d) for d in member_dirs],
                            os.path.join(member_dirs[0], "assets", CLASS_LABELS_ASSET))
-    tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_embeddings.get_concrete_function(),
-        "serve_examples": module.serve_examples.get_concrete_function(),
-    })
-    return export_dir
+    return _save(module, export_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,11 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     for d in args.average:
-        if not tf.io.gfile.exists(os.path.join(d, "saved_model.pb")):
-            parser.error(f"{d}: not a SavedModel directory (no saved_model.pb)")
+        if not tf.io.gfile.exists(os.path.join(d, "assets", CLASS_LABELS_ASSET)):
+            parser.error(f"{d}: not a SavedModel written by train.py (no assets/{CLASS_LABELS_ASSET})")
     if tf.io.gfile.exists(args.output):
         parser.error(f"{args.output} exists; choose a new directory")
-    export_average(args.average, args.output)
+    try:
+        export_average(args.average, args.output)
+    except ValueError as e:
+        parser.error(str(e))
     print(f"exported the average of {len(args.average)} models to {args.output}")
     return 0
 

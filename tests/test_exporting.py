@@ -82,3 +82,25 @@ def test_wrong_dtype_or_shape_fails_clearly(exported, signature, value, message)
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)) as error:
         model.signatures[signature](**{name: tf.constant(value)})
     assert message in str(error.value)
+
+
+def test_average_serves_the_mean_of_its_members(exported, tmp_path, synthetic_tfrecords):
+    tf_keras = pytest.importorskip("tf_keras")
+    path, clips, first = exported
+    tf_keras.utils.set_random_seed(4)
+    other = zoo.build(zoo.ModelConfig(name="feature_attention", hidden_units=32))
+    second_dir = exporting.export(other, str(tmp_path / "second"), str(synthetic_tfrecords / "class_labels_indices.csv"))
+    second = other({"embedding": clips["embedding"], "num_frames": clips["num_frames"]}, training=False).numpy()
+    assert exporting.main(["--average", path, second_dir, "--output", str(tmp_path / "avg")]) == 0
+    average = tf.saved_model.load(str(tmp_path / "avg"))
+    records = tf.constant([synthetic.sequence_example(clips, i) for i in range(len(clips["video_id"]))])
+    scores = average.signatures["serve_examples"](examples=records)["scores"].numpy()
+    np.testing.assert_allclose(scores, (first + second) / 2, atol=1e-5)
+    assert average.class_names.numpy().shape == (527,)
+
+
+def test_average_refuses_what_is_not_an_export_in_one_line(exported, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        exporting.main(["--average", exported[0], str(tmp_path), "--output", str(tmp_path / "avg")])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path}: not a SavedModel written by train.py" in capsys.readouterr().err.strip().splitlines()[-1]
