@@ -132,14 +132,15 @@ def test_multi_worker_trains_and_exports_once(shards, tmp_path):
 
 
 def test_killed_run_resumes_and_finishes(shards, tmp_path):
-    args = ["--steps", "8", "--steps_per_epoch", "1", "--model", "average_pooling"]
+    # Validation after every 1-step epoch makes epochs last long enough to kill the run between two of them.
+    args = ["--steps", "8", "--steps_per_epoch", "1", "--model", "average_pooling", "--eval_data", str(shards / "holdout")]
     cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(tmp_path / "m"),
            "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *args]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = tmp_path / "m" / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(checkpoints.glob("*.h5"))) < 3 and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list(checkpoints.glob("*.h5")))
