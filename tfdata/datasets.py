@@ -22,6 +22,7 @@ from tfdata import readers, schema
 MANIFEST = "manifest.json"
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
+READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (BUILD.md, "Benchmarks")
 
 
 class ShardsError(ValueError):
@@ -82,7 +83,8 @@ def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, 
     classes = tf.data.Dataset.from_tensor_slices((tf.range(num_classes, dtype=tf.int64),
                                                   tf.ragged.constant(class_files)))
     # Round robin over the endless class streams: one block of every class, in class order.
-    blocks = classes.interleave(class_blocks, cycle_length=num_classes, block_length=1)
+    blocks = classes.interleave(class_blocks, cycle_length=num_classes, block_length=1,
+                                num_parallel_calls=READ_THREADS, deterministic=True)
     rounds = blocks.batch(num_classes)  # [C] serialized blocks
     round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per C blocks
     dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
