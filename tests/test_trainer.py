@@ -41,7 +41,8 @@ def _losses(stdout):
 
 
 def test_default_and_mirrored_follow_the_same_loss_trajectory(shards, tmp_path):
-    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0"]
+    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0",
+            "--eval_data", str(shards / "holdout")]
     default = _train(shards, tmp_path / "default", *args)
     mirrored = _train(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
     assert default.returncode == 0, default.stderr[-3000:]
@@ -52,6 +53,15 @@ def test_default_and_mirrored_follow_the_same_loss_trajectory(shards, tmp_path):
     for x, y in zip(a, b):
         assert abs(x - y) < 0.05 * x, (a, b)
     assert (tmp_path / "mirrored" / "saved_model" / "saved_model.pb").exists()
+    # Validation of the EMA weights (the default) swaps them in and out of the mirrored variables too.
+    for rows in (_history(tmp_path / "default"), _history(tmp_path / "mirrored")):
+        assert len(rows) == 4 and all(0 < float(r["val_mAP_ema"]) <= 1 for r in rows)
+    # Swapped in: the averaged weights (96% initial after 4 steps at 0.99) score unlike the raw ones, and
+    # like the averaged weights of the single-device run.
+    mirrored_rows = _history(tmp_path / "mirrored")
+    assert any(abs(float(r["val_mAP_ema"]) - float(r["val_mAP"])) > 1e-4 for r in mirrored_rows)
+    assert [float(r["val_mAP_ema"]) for r in mirrored_rows] == pytest.approx(
+        [float(r["val_mAP_ema"]) for r in _history(tmp_path / "default")], abs=1e-4)
 
 
 def _history(model_dir):
