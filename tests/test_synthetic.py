@@ -52,17 +52,32 @@ def test_weak_labels_short_sounds_are_only_in_some_frames():
     assert (model.durations < 5).mean() > 0.4 and (model.durations >= 8).mean() > 0.25
 
 
-def test_same_seed_same_bytes(tmp_path):
+def test_same_seed_same_bytes_in_separate_processes(tmp_path):
     def digest(out):
         subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", str(out), "--num_clips", "300",
                         "--seed", "5"], check=True, cwd=REPO_ROOT, capture_output=True)
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
 
-    first, second = digest(tmp_path / "a"), digest(tmp_path / "b")
-    assert first == second and "class_labels_indices.csv" in first
+    runs = [digest(tmp_path / name) for name in ("a", "b")]
+    assert "class_labels_indices.csv" in runs[0] and len(runs[0]) > 10
+    for run in runs[1:]:
+        assert run.keys() == runs[0].keys()
+        differ = sorted(name for name in run if run[name] != runs[0][name])
+        assert not differ, f"same seed, other bytes in {differ}"
     other = synthetic.SyntheticConfig(num_clips=300, seed=6)
-    synthetic.write_tfrecords(other, str(tmp_path / "c"))
-    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "c").iterdir()} != first
+    synthetic.write_tfrecords(other, str(tmp_path / "other"))
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "other").iterdir()} != runs[0]
+
+
+def test_encoded_clip_bytes_do_not_depend_on_the_process():
+    """Protobuf map order (the context features) must not leak into the bytes: upb orders maps by a
+    per-process hash unless serialization is deterministic."""
+    code = ("import hashlib, numpy as np; from tfdata import schema; "
+            "print(hashlib.sha256(schema.encode_sequence_example(b'vid', 30.0, 2, [3, 1], "
+            "np.arange(1280, dtype=np.uint8).reshape(10, 128) % 251)).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, capture_output=True,
+                              text=True).stdout.strip() for _ in range(4)}
+    assert len(digests) == 1, digests
 
 
 def test_class_labels_file_is_valid(synthetic_tfrecords):

@@ -169,25 +169,30 @@ def read_tfrecords(pattern: str | list[str], batch_size: int = 1024,
 def read_hdf5(path: str, batch_size: int = 1024) -> tf.data.Dataset:
     """The research code's packed HDF5 (x, y, video_id_list) -> batches of clips, streaming.
 
-    Reads with tensorflow-io's HDF5 dataset, which pulls rows on demand. Files written by
-    this project also carry `num_frames` and `start_time_seconds`; for the research code's
-    own files, num_frames is the number of frames up to the last one that is not all zeros
-    (the research code zero-padded short clips; a real all-zero frame has probability ~0)
-    and start_time_seconds is NaN.
+    h5py reads `batch_size` rows of every column at a time (one slice per column, no per-row
+    Python) and hands the whole batch to tf.data. Files written by this project also carry
+    `num_frames` and `start_time_seconds`; for the research code's own files, num_frames is the
+    number of frames up to the last one that is not all zeros (the research code zero-padded short
+    clips; a real all-zero frame has probability ~0) and start_time_seconds is NaN.
     """
-    import tensorflow_io as tfio  # its ops load slowly; only HDF5 users pay for them
+    optional = [name for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME) if name in hdf5_datasets(path)]
+    columns = {"embedding": schema.H5_EMBEDDING, "labels": schema.H5_LABELS, "video_id": schema.H5_VIDEO_ID,
+               **{name: name for name in optional}}
+    dtypes = {"embedding": np.uint8, "labels": np.bool_, "video_id": object,
+              schema.H5_NUM_FRAMES: np.int32, schema.H5_START_TIME: np.float32}
 
-    names = hdf5_datasets(path)
-    columns = {
-        "embedding": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_EMBEDDING, spec=tf.uint8),
-        "labels": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_LABELS, spec=tf.bool),
-        "video_id": tfio.IODataset.from_hdf5(path, dataset="/" + schema.H5_VIDEO_ID, spec=tf.string),
-    }
-    for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME):
-        if name in names:
-            columns[name] = tfio.IODataset.from_hdf5(
-                path, dataset="/" + name, spec=tf.int32 if name == schema.H5_NUM_FRAMES else tf.float32)
-    return (tf.data.Dataset.zip(columns).batch(batch_size)
+    def batches():
+        import h5py
+
+        with tf.io.gfile.GFile(path, "rb") as f, h5py.File(f, "r") as h5:
+            rows = h5[schema.H5_EMBEDDING].shape[0]
+            for begin in range(0, rows, batch_size):
+                yield {key: h5[name][begin:begin + batch_size].astype(dtypes[key]) for key, name in columns.items()}
+
+    shapes = {"embedding": [None, schema.NUM_FRAMES, schema.EMBEDDING_DIM], "labels": [None, schema.NUM_CLASSES]}
+    signature = {key: tf.TensorSpec(shapes.get(key, [None]), tf.as_dtype(np.dtype(dtypes[key])) if key != "video_id"
+                                    else tf.string) for key in columns}
+    return (tf.data.Dataset.from_generator(batches, output_signature=signature)
             .map(_finish_hdf5_batch, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 

@@ -118,7 +118,11 @@ REASON_CODES = (OK,) + REJECT_REASONS
 
 def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_frames: int,
                             label_ids: list[int], embedding: np.ndarray) -> bytes:
-    """One clip -> a serialized SequenceExample in the released format (frames past num_frames dropped)."""
+    """One clip -> a serialized SequenceExample in the released format (frames past num_frames dropped).
+
+    Serialized deterministically: protobuf's upb backend writes map entries (the context features)
+    in a per-process hash order otherwise, so the same clip gave other bytes in another process.
+    """
     context = {
         VIDEO_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
         START_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds])),
@@ -129,7 +133,7 @@ def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_fram
     return tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list={EMBEDDING_KEY: tf.train.FeatureList(feature=frames)}),
-    ).SerializeToString()
+    ).SerializeToString(deterministic=True)
 
 
 # --- Balanced training shards written by beam_pipelines.build_shards. ---
