@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -14,42 +13,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import exporting, metrics, zoo
+from models.config import ConfigError, TrainConfig  # noqa: F401  (trainer.TrainConfig)
 from tfdata import datasets
-
-
-class ConfigError(ValueError):
-    """A user error in the training configuration (one line, no traceback)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Defaults are our recipe (README, "Results"): the research recipe (Adam, batch 500, balanced batches,
-    3 x 1024 trunk) with dropout 0.2, learning rate 3e-3 on a cosine schedule, mixup 0.5 and EMA 0.99."""
-    train_data: str
-    model_dir: str
-    model: zoo.ModelConfig = zoo.ModelConfig(dropout=0.2)
-    eval_data: str | None = None
-    strategy: str = "default"  # default | mirrored | multi_worker
-    cpu_replicas: int = 0
-    batch_size: int = 500  # global batch, as in the research code
-    steps: int = 10_000
-    steps_per_epoch: int = 500  # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
-    learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"  # constant | cosine (from learning_rate to 0 over `steps`)
-    seed: int | None = None
-    jit_compile: bool = False
-    mixed_precision: bool = False
-    export_dir: str | None = None
-    class_labels: str | None = None
-    snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
-    ema: float = 0.99  # > 0: export an exponential moving average of the weights with this decay
-    mixup: float = 0.5  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
-
-    # Fields that may change between a run and its resumption.
-    RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def check_resume(config: TrainConfig) -> None:
