@@ -191,7 +191,7 @@ def plot_per_class(path: str, counts: np.ndarray, result: metrics_lib.Metrics, c
         best, worst = ranked[:PLOT_NAMED], ranked[-PLOT_NAMED:][::-1]
         for title, chosen, x in (("best", best, 0.30), ("worst", worst, 0.62)):
             lines = [f"{title} (>= {MIN_POSITIVES_TO_RANK} positives):"] + [
-                f"{ap[c]:.2f} {names[c][:34]}" for c in chosen]
+                f"{ap[c]:.3f} {names[c][:34]}" for c in chosen]
             top.text(x, 0.97, "\n".join(lines), transform=top.transAxes, va="top", family="monospace", fontsize=8,
                      bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#bbbbbb"})
     by_count = scored[np.argsort(counts[scored], kind="stable")]
