@@ -16,23 +16,26 @@ import os
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-import numpy as np
-import tensorflow as tf
-
-from models import evaluation, metrics
-from tfdata import datasets, readers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--saved_model", nargs="+", help="one or more exported models; scores are averaged")
-    parser.add_argument("--data", help="glob of AudioSet TFRecords, or a shards directory")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--saved_model", nargs="+",
+                        help="one or more exported models (or train.py model dirs); scores are averaged")
+    parser.add_argument("--data", help="glob of AudioSet TFRecords, or a shards directory or its plain split")
     parser.add_argument("--output_dir", help="where metrics.json, per_class.csv, scores.npz, per_class.png go")
     parser.add_argument("--train_manifest", help="the training shards' manifest.json: x axis of the plot")
-    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--batch_size", type=int, default=1024, help="clips scored per call")
     parser.add_argument("--compare", nargs="+", metavar="R", help="print a table of several evaluations")
     parser.add_argument("--output", help="with --compare: also write the table (Markdown) here")
     args = parser.parse_args(argv)
+    import numpy as np
+    import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
+
+    from models import evaluation, metrics
+    from tfdata import datasets, readers
+
     try:
         if args.compare:
             table = evaluation.compare(args.compare)
@@ -45,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--saved_model, --data and --output_dir are required (or use --compare)")
         if args.batch_size < 1:
             parser.error("--batch_size must be positive")
+        evaluation.check_output_dir(args.output_dir)  # before the work, not after it
+        saved_models = [evaluation.resolve_saved_model(p) for p in args.saved_model]
         train_counts = None
         if args.train_manifest:
             with tf.io.gfile.GFile(args.train_manifest) as f:
                 train_counts = np.array(json.load(f)["class_counts"])
-        names = evaluation.class_names(args.saved_model[0])
-        scored = evaluation.score(args.saved_model, datasets.eval_files(args.data), args.batch_size)
+        names = evaluation.class_names(saved_models[0])
+        scored = evaluation.score(saved_models, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)
-        evaluation.write_results(args.output_dir, scored, result, names, args.saved_model, args.data, train_counts)
+        evaluation.write_results(args.output_dir, scored, result, names, saved_models, args.data, train_counts)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1

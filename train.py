@@ -12,30 +12,32 @@ import argparse
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-from models import trainer, zoo
+from models.config import MODEL_NAMES, ModelConfig, TrainConfig  # no TensorFlow: --help is fast
 
 
-def parse_args(argv: list[str]) -> trainer.TrainConfig:
-    d = trainer.TrainConfig.__dataclass_fields__
+def parse_args(argv: list[str]) -> TrainConfig:
+    d = TrainConfig.__dataclass_fields__
     m = d["model"].default
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--train_data", required=True, help="shards directory written by beam_pipelines.build_shards")
-    p.add_argument("--model_dir", required=True)
-    p.add_argument("--model", default=m.name, help=f"one of: {', '.join(zoo.REGISTRY)}")
+    p.add_argument("--model_dir", required=True, help="checkpoints, logs, history.csv and the export")
+    p.add_argument("--model", default=m.name, help=f"one of: {', '.join(MODEL_NAMES)}")
     p.add_argument("--eval_data", help="glob of AudioSet TFRecords or shards directory, scored every epoch")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default",
+                   help="tf.distribute strategy (BUILD.md)")
     p.add_argument("--cpu_replicas", type=int, default=0, help="split the CPU into N logical devices")
     p.add_argument("--batch_size", type=int, default=d["batch_size"].default, help="global batch size")
-    p.add_argument("--steps", type=int, default=d["steps"].default)
+    p.add_argument("--steps", type=int, default=d["steps"].default, help="training steps in all")
     p.add_argument("--steps_per_epoch", "--eval_every", type=int, default=d["steps_per_epoch"].default,
                    help="steps between checkpoints, logs and evaluations")
-    p.add_argument("--learning_rate", type=float, default=d["learning_rate"].default)
+    p.add_argument("--learning_rate", type=float, default=d["learning_rate"].default, help="Adam learning rate")
     p.add_argument("--lr_schedule", choices=["constant", "cosine"], default=d["lr_schedule"].default,
                    help="cosine: decay from --learning_rate to 0 over --steps")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--jit_compile", action="store_true")
-    p.add_argument("--mixed_precision", action="store_true")
-    p.add_argument("--export_dir")
+    p.add_argument("--seed", type=int, help="seed of weights, data order and mixup (deterministic ops)")
+    p.add_argument("--jit_compile", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--mixed_precision", action="store_true", help="float16 compute (GPUs)")
+    p.add_argument("--export_dir", help="where the SavedModel goes, if not MODEL_DIR/saved_model")
     p.add_argument("--class_labels", help="class_labels_indices.csv to export with the model")
     p.add_argument("--snapshots", type=int, default=d["snapshots"].default,
                    help="also export the last N epoch checkpoints to DIR/snapshots/ for snapshot averaging")
@@ -43,11 +45,11 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
                    help="export an exponential moving average of the weights with this decay (0: off)")
     p.add_argument("--mixup", type=float, default=d["mixup"].default,
                    help="mixup on the embeddings with mixing weights ~ Beta(a, a) (0: off)")
-    p.add_argument("--hidden_units", type=int, default=m.hidden_units)
-    p.add_argument("--num_layers", type=int, default=m.num_layers)
-    p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--input_batchnorm", action="store_true")
-    p.add_argument("--num_heads", type=int, default=m.num_heads)
+    p.add_argument("--hidden_units", type=int, default=m.hidden_units, help="width of the per-frame trunk")
+    p.add_argument("--num_layers", type=int, default=m.num_layers, help="layers of the per-frame trunk")
+    p.add_argument("--dropout", type=float, default=m.dropout, help="dropout after every trunk layer")
+    p.add_argument("--input_batchnorm", action="store_true", help="BatchNorm on the input embeddings")
+    p.add_argument("--num_heads", type=int, default=m.num_heads, help="heads of multi_head_attention")
     a = p.parse_args(argv)
     for name in ("batch_size", "steps", "steps_per_epoch", "hidden_units", "num_layers"):
         if getattr(a, name) < 1:
@@ -56,8 +58,8 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
         p.error("--ema must be in [0, 1)")
     if a.mixup < 0 or a.snapshots < 0:
         p.error("--mixup and --snapshots must not be negative")
-    model = zoo.ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
-    return trainer.TrainConfig(
+    model = ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
+    return TrainConfig(
         train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
         learning_rate=a.learning_rate, lr_schedule=a.lr_schedule, seed=a.seed, jit_compile=a.jit_compile,
@@ -67,6 +69,7 @@ def parse_args(argv: list[str]) -> trainer.TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
+    from models import trainer, zoo  # TensorFlow loads here, after the arguments are checked
     from tfdata import datasets, readers
 
     try:

@@ -44,12 +44,7 @@ import json
 import os
 import sys
 
-import apache_beam as beam
-from apache_beam.io import filesystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-from beam_pipelines import core, transforms
-
+# Beam, TensorFlow and the transforms are imported where they are used: --help does not wait for them.
 # Chosen by measurement on 2 cores (BUILD.md, "Beam runner modes"); only used when the pipeline
 # options name no runner (or the DirectRunner) and no running mode.
 DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
@@ -92,7 +87,8 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", required=True,
                         help="glob(s), comma-separated, of AudioSet TFRecords or of .h5/.hdf5 files")
     parser.add_argument("--output_dir", required=True, help="an empty or absent directory (local or gs://)")
@@ -110,7 +106,7 @@ def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
         parser.add_argument(f"--{name}", type=int, default=getattr(BuildConfig, name), help=help_text)
     parser.add_argument("--seed", type=int, default=0, help="seed of the order of clips within a class")
     parser.add_argument("--shuffle_values", choices=["files", "beam"], default=BuildConfig.shuffle_values,
-                        help="files: shuffle references to clip parts spilled under OUT/_tmp (default); "
+                        help="files: shuffle references to clip parts spilled under OUT/_tmp; "
                              "beam: shuffle the parts themselves")
     parser.add_argument("--overwrite", action="store_true", help="delete an earlier output of this job first")
     known, pipeline_args = parser.parse_known_args(argv)
@@ -125,9 +121,11 @@ def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
     return BuildConfig(**vars(known)), pipeline_args
 
 
-def pipeline_options(pipeline_args: list[str]) -> PipelineOptions:
+def pipeline_options(pipeline_args: list[str]):
     """The user's pipeline options, plus DEFAULT_DIRECT_OPTIONS when they run on the DirectRunner
     without choosing a running mode."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
     options = PipelineOptions(pipeline_args)
     runner = options.view_as(StandardOptions).runner
     if runner in (None, "DirectRunner", "direct") and not any(
@@ -138,6 +136,8 @@ def pipeline_options(pipeline_args: list[str]) -> PipelineOptions:
 
 def input_files(pattern: str) -> tuple[list[str], list[int], bool]:
     """Sorted input files, their sizes, and whether they are HDF5. Fails fast when nothing matches."""
+    from apache_beam.io import filesystems
+
     from tfdata import readers
 
     files = readers.list_files(pattern)  # FileNotFoundError naming the pattern
@@ -156,7 +156,15 @@ def input_files(pattern: str) -> tuple[list[str], list[int], bool]:
 
 def prepare_output(config: BuildConfig, files: list[str]) -> None:
     """Refuses a non-empty OUT (or deletes an earlier output with --overwrite); creates the split dirs."""
+    from apache_beam.io import filesystems
+
+    from beam_pipelines import core
+
     out = config.out
+    if "://" not in out and (os.path.exists(out) and not os.path.isdir(out)):
+        raise UsageError(f"--output_dir {out} is a file, not a directory; choose a new directory")
+    if "://" not in out and not os.path.isdir(out) and _existing_file_above(out):
+        raise UsageError(f"--output_dir {out}: {_existing_file_above(out)} is a file, not a directory")
     if any(os.path.abspath(f).startswith(os.path.abspath(out) + os.sep) for f in files if "://" not in f) or any(
             f.startswith(out + "/") for f in files):
         raise UsageError(f"--input files lie inside --output_dir {out}")
@@ -173,9 +181,20 @@ def prepare_output(config: BuildConfig, files: list[str]) -> None:
             os.makedirs(os.path.join(out, name), exist_ok=True)
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: BuildConfig, files: list[str], sizes: list[int],
-                   hdf5: bool, args: dict) -> None:
+def _existing_file_above(path: str) -> str | None:
+    """The first existing non-directory among the parents of a local path, if any."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return parent if parent and not os.path.isdir(parent) else None
+
+
+def build_pipeline(pipeline, config: BuildConfig, files: list[str], sizes: list[int], hdf5: bool, args: dict) -> None:
     """The job's graph: Read -> Parse -> Validate -> Deduplicate / Write* -> Summarize -> WriteManifest."""
+    import apache_beam as beam
+
+    from beam_pipelines import transforms
+
     out = config.out
     if hdf5:
         clips = pipeline | "ReadHdf5" >> transforms.ReadHdf5(files, config.records_per_batch)
@@ -223,6 +242,11 @@ def run(argv: list[str] | None = None) -> dict:
     """Runs the job and returns the manifest. Raises UsageError before writing anything when the
     input matches nothing, an HDF5 file has another layout, or the output directory is not empty."""
     config, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
+    import apache_beam as beam
+    from apache_beam.io import filesystems
+
+    from beam_pipelines import transforms
+
     try:
         files, sizes, hdf5 = input_files(config.input)
         if hdf5:

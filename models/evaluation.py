@@ -22,6 +22,8 @@ from models import metrics as metrics_lib
 from tfdata import readers, schema
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
+PROGRESS_SECONDS = 30  # a progress line this often when stderr is not a terminal
+MIN_POSITIVES_TO_RANK = 5  # "best/worst classes" leave out classes with fewer positives (AP 1.0 on 1 clip)
 
 
 class SavedModelError(ValueError):
@@ -31,6 +33,26 @@ class SavedModelError(ValueError):
 def _check_saved_model(path: str) -> None:
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise SavedModelError(f"{path}: not a SavedModel (no saved_model.pb)")
+
+
+def resolve_saved_model(path: str) -> str:
+    """`path`, or `path`/saved_model when `path` is the model dir train.py wrote (the parent of its export)."""
+    inner = os.path.join(path, "saved_model")
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")) and tf.io.gfile.exists(
+            os.path.join(inner, "saved_model.pb")):
+        print(f"{path} is a train.py model dir: using its export {inner}", file=sys.stderr)
+        return inner
+    return path
+
+
+def check_output_dir(path: str) -> None:
+    """Creates an output directory, or fails (before any work) when a file is in the way."""
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        raise NotADirectoryError(f"--output_dir {path} is a file, not a directory")
+    try:
+        tf.io.gfile.makedirs(path)
+    except tf.errors.OpError as e:
+        raise OSError(f"--output_dir {path}: cannot create it ({e.message})") from None
 
 
 def load_saved_model(path: str):
@@ -66,16 +88,23 @@ def score(saved_models: list[str], files: list[str], batch_size: int = 1024, pro
     records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).batch(batch_size)
     parts, skipped = [], np.zeros(len(schema.REASON_CODES), np.int64)
     start, done = time.monotonic(), 0
+    terminal = progress is not None and progress.isatty()  # \r lines would run together in a log
+    last = start
     try:
         for serialized in records.prefetch(2):
             _score_batch(serialized, models, accepted, parts, skipped)
             done += int(tf.size(serialized))
-            if progress:
-                print(f"\rscored {done} clips ({done / (time.monotonic() - start):.0f} clips/s)", end="", file=progress)
+            now = time.monotonic()
+            if progress and (terminal or now - last >= PROGRESS_SECONDS):
+                line = f"scored {done} clips ({done / (now - start):.0f} clips/s)"
+                print("\r" + line if terminal else line, end="" if terminal else "\n", file=progress, flush=True)
+                last = now
     except tf.errors.DataLossError:
         raise ValueError(readers.find_data_loss(files)) from None
     if progress:
-        print(file=progress)
+        seconds = time.monotonic() - start
+        print("" if terminal else f"scored {done} records in {seconds:.0f} s ({done / max(seconds, 1e-9):.0f}/s)",
+              file=progress)
     if not parts:
         raise ValueError(f"no valid clip in {len(files)} file(s) (skipped: {_named(skipped) or 'none'})")
     joined = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -123,35 +152,63 @@ def write_results(output_dir: str, scored: Scored, result: metrics_lib.Metrics, 
         f.write(buffer.getvalue())
     counts = train_counts if train_counts is not None else np.array([m.positives for m in result.per_class])
     plot_per_class(os.path.join(output_dir, "per_class.png"), counts, result,
-                   "training clips" if train_counts is not None else "evaluation positives")
+                   "training clips" if train_counts is not None else "evaluation positives", names)
 
 
-PLOT_SIZE_INCHES, PLOT_DPI = (16, 6), 100
+PLOT_SIZE_INCHES, PLOT_DPI = (16, 10), 100
+PLOT_NAMED = 10  # classes named at each end of the AP ranking
+RUNNING_MEAN = 25  # classes in the running mean of AP against the clip count
 
 
-def plot_per_class(path: str, counts: np.ndarray, result: metrics_lib.Metrics, count_label: str) -> None:
-    """Classes sorted by clip count: bars for the counts, stems for per-class AP (the research README's figure)."""
+def ranked_classes(result: metrics_lib.Metrics) -> list[metrics_lib.ClassMetrics]:
+    """Scored classes with at least MIN_POSITIVES_TO_RANK positives, best AP first."""
+    return sorted((m for m in result.per_class if m.ap is not None and m.positives >= MIN_POSITIVES_TO_RANK),
+                  key=lambda m: -m.ap)
+
+
+def plot_per_class(path: str, counts: np.ndarray, result: metrics_lib.Metrics, count_label: str,
+                   names: tuple[str, ...] | None = None) -> None:
+    """Two panels legible at 527 classes: AP of every class sorted by AP, the PLOT_NAMED best and worst
+    named; and AP against the clip count (log scale) with a running mean over RUNNING_MEAN classes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    order = np.argsort(-counts, kind="stable")  # [527]
-    ap = np.array([result.per_class[c].ap if result.per_class[c].ap is not None else np.nan for c in order])
-    fig, left = plt.subplots(figsize=PLOT_SIZE_INCHES, dpi=PLOT_DPI)
-    x = np.arange(len(order))
-    left.bar(x, np.maximum(counts[order], 1), width=1.0, color="#9ecae1", label=count_label)
-    left.set_yscale("log")
-    left.set_ylabel(f"number of {count_label}")
-    left.set_xlabel("classes, sorted by number of " + count_label)
-    left.set_xlim(-1, len(order))
-    right = left.twinx()
-    scored = ~np.isnan(ap)
-    right.stem(x[scored], ap[scored], linefmt="C3-", markerfmt="C3.", basefmt=" ", label="average precision")
-    right.set_ylim(0, 1)
-    right.set_ylabel("average precision")
-    left.set_title(f"mAP {result.mAP:.3f}  AUC {result.AUC:.3f}  d' {result.d_prime:.3f}  "
-                   f"({result.num_classes_scored} classes scored, {result.num_clips} clips)")
+    ap = np.array([m.ap if m.ap is not None else np.nan for m in result.per_class])  # [527]
+    scored = np.flatnonzero(~np.isnan(ap))
+    by_ap = scored[np.argsort(-ap[scored], kind="stable")]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=PLOT_SIZE_INCHES, dpi=PLOT_DPI)
+    top.bar(np.arange(len(by_ap)), ap[by_ap], width=1.0, color="#3182bd")
+    top.axhline(result.mAP, color="C3", linewidth=1, label=f"mAP {result.mAP:.3f}")
+    top.set_xlim(-1, len(by_ap))
+    top.set_ylim(0, 1)
+    top.set_xlabel(f"{len(by_ap)} classes, sorted by average precision")
+    top.set_ylabel("average precision")
+    top.legend(loc="upper right")
+    if names is not None:
+        ranked = [m.index for m in ranked_classes(result)]
+        best, worst = ranked[:PLOT_NAMED], ranked[-PLOT_NAMED:][::-1]
+        for title, chosen, x in (("best", best, 0.30), ("worst", worst, 0.62)):
+            lines = [f"{title} (>= {MIN_POSITIVES_TO_RANK} positives):"] + [
+                f"{ap[c]:.3f} {names[c][:34]}" for c in chosen]
+            top.text(x, 0.97, "\n".join(lines), transform=top.transAxes, va="top", family="monospace", fontsize=8,
+                     bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#bbbbbb"})
+    by_count = scored[np.argsort(counts[scored], kind="stable")]
+    x = np.maximum(counts[by_count], 1)
+    bottom.scatter(x, ap[by_count], s=6, color="#9ecae1", label="one class")
+    if len(by_count) >= RUNNING_MEAN:
+        window = np.ones(RUNNING_MEAN) / RUNNING_MEAN
+        bottom.plot(x[RUNNING_MEAN // 2:][:len(by_count) - RUNNING_MEAN + 1],
+                    np.convolve(ap[by_count], window, mode="valid"), color="C3",
+                    label=f"running mean over {RUNNING_MEAN} classes")
+    bottom.set_xscale("log")
+    bottom.set_ylim(0, 1)
+    bottom.set_xlabel(f"number of {count_label} (log scale)")
+    bottom.set_ylabel("average precision")
+    bottom.legend(loc="upper left")
+    fig.suptitle(f"mAP {result.mAP:.3f}  AUC {result.AUC:.3f}  d' {result.d_prime:.3f}  "
+                 f"({result.num_classes_scored} classes scored, {result.num_clips} clips)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PLOT_DPI)
@@ -161,8 +218,10 @@ def plot_per_class(path: str, counts: np.ndarray, result: metrics_lib.Metrics, c
 
 
 def compare(result_dirs: list[str]) -> str:
-    """A Markdown table of model, mAP, AUC, d-prime for several evaluate.py output directories."""
-    rows = ["| run | models | mAP | AUC | d-prime | clips |", "|---|---|---|---|---|---|"]
+    """A Markdown table of model, data, mAP, AUC, d-prime for several evaluate.py output directories, with a
+    warning under it when they were measured on different data."""
+    rows = ["| run | models | data | mAP | AUC | d-prime | clips |", "|---|---|---|---|---|---|---|"]
+    measured_on = set()
     for d in result_dirs:
         path = os.path.join(d, "metrics.json")
         if not tf.io.gfile.exists(path):
@@ -170,7 +229,14 @@ def compare(result_dirs: list[str]) -> str:
         with tf.io.gfile.GFile(path) as f:
             m = json.load(f)
         models = ", ".join(os.path.basename(os.path.dirname(p.rstrip("/"))) or p for p in m["saved_models"])
-        rows.append(f"| {d} | {models} | {m['mAP']:.3f} | {m['AUC']:.3f} | {m['d_prime']:.3f} | {m['num_clips']} |")
+        data = m.get("data", "?")
+        measured_on.add((data, m["num_clips"]))
+        rows.append(f"| {d} | {models} | {data} | {m['mAP']:.3f} | {m['AUC']:.3f} | {m['d_prime']:.3f} "
+                    f"| {m['num_clips']} |")
+    if len(measured_on) > 1:
+        rows.append("")
+        rows.append("**warning: these results were measured on different data** (" + "; ".join(
+            f"{data}: {clips} clips" for data, clips in sorted(measured_on)) + "): their metrics do not compare.")
     return "\n".join(rows) + "\n"
 
 
@@ -178,9 +244,9 @@ def print_table(result: metrics_lib.Metrics, names: tuple[str, ...], out=sys.std
     print(f"mAP {result.mAP:.4f}   AUC {result.AUC:.4f}   d-prime {result.d_prime:.4f}   "
           f"({result.num_clips} clips, {result.num_classes_scored} classes scored, "
           f"{result.num_classes_left_out} without positives left out)", file=out)
-    scored = sorted((m for m in result.per_class if m.ap is not None), key=lambda m: -m.ap)
-    for title, chosen in (("best", scored[:rows]), ("worst", scored[-rows:])):
-        print(f"{title} classes:", file=out)
+    ranked = ranked_classes(result)
+    for title, chosen in (("best", ranked[:rows]), ("worst", ranked[-rows:])):
+        print(f"{title} classes (of those with at least {MIN_POSITIVES_TO_RANK} positives):", file=out)
         for m in chosen:
             print(f"  {m.index:3d} {names[m.index][:40]:40s} AP {m.ap:.3f}  AUC {m.auc if m.auc is not None else float('nan'):.3f}"
                   f"  ({m.positives} positives)", file=out)

@@ -20,10 +20,22 @@ import argparse
 import os
 import sys
 
-import tensorflow as tf
-import tf_keras as keras
 
-from tfdata import schema
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Averages exported models into one SavedModel.", allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--average", nargs="+", required=True, help="SavedModel directories written by train.py")
+    parser.add_argument("--output", required=True, help="a new directory for the averaged SavedModel")
+    return parser
+
+
+if __name__ == "__main__":  # answer --help and reject bad arguments before TensorFlow loads (below)
+    build_parser().parse_args()
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from tfdata import schema  # noqa: E402
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
 
@@ -105,9 +117,7 @@ def export_average(member_dirs: list[str], export_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Averages exported models into one SavedModel.")
-    parser.add_argument("--average", nargs="+", required=True, help="SavedModel directories written by train.py")
-    parser.add_argument("--output", required=True)
+    parser = build_parser()
     args = parser.parse_args(argv)
     for d in args.average:
         if not tf.io.gfile.exists(os.path.join(d, "assets", CLASS_LABELS_ASSET)):

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from models import zoo
+from models.config import MODEL_NAMES  # no TensorFlow here: --help is fast
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
@@ -61,9 +61,9 @@ def train_args(run: str) -> list[str]:
     defaults) or one of its VARIANTS, or another registered model with train.py's defaults."""
     if run in VARIANTS:
         return list(VARIANTS[run])
-    if run in zoo.REGISTRY:
+    if run in MODEL_NAMES:
         return ["--model", run, *(RESEARCH_RECIPE if run in RESEARCH_MODELS else ())]
-    raise ValueError(f"unknown run {run!r}: use ensemble, {', '.join(VARIANTS)} or one of {', '.join(zoo.REGISTRY)}")
+    raise ValueError(f"unknown run {run!r}: use ensemble, {', '.join(VARIANTS)} or one of {', '.join(MODEL_NAMES)}")
 
 
 def _class_labels(config: QualityConfig) -> str:
@@ -183,14 +183,16 @@ def table(summaries: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", required=True, help="glob of AudioSet TFRecords (e.g. bal_train/*.tfrecord)")
-    parser.add_argument("--work_dir", required=True)
-    parser.add_argument("--runs", default=",".join(QualityConfig.runs))
-    parser.add_argument("--steps", type=int, default=QualityConfig.steps)
-    parser.add_argument("--eval_every", type=int, default=QualityConfig.eval_every)
-    parser.add_argument("--snapshots", type=int, default=QualityConfig.snapshots)
-    parser.add_argument("--class_labels")
+    parser.add_argument("--work_dir", required=True, help="shards, runs, results and logs go here")
+    parser.add_argument("--runs", default=",".join(QualityConfig.runs), help="comma-separated runs")
+    parser.add_argument("--steps", type=int, default=QualityConfig.steps, help="training steps of every run")
+    parser.add_argument("--eval_every", type=int, default=QualityConfig.eval_every, help="steps between validations")
+    parser.add_argument("--snapshots", type=int, default=QualityConfig.snapshots,
+                        help="last checkpoints whose predictions are averaged")
+    parser.add_argument("--class_labels", help="class_labels_indices.csv (default: beside the input)")
     parser.add_argument("--train_args", default="", help="extra train.py arguments for every run, quoted")
     a = parser.parse_args(argv)
     config = QualityConfig(a.input, a.work_dir, tuple(a.runs.split(",")), a.steps, a.eval_every, a.snapshots,

@@ -2,54 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from models import exporting, metrics, zoo
+from models.config import ConfigError, TrainConfig  # noqa: F401  (trainer.TrainConfig)
 from tfdata import datasets
-
-
-class ConfigError(ValueError):
-    """A user error in the training configuration (one line, no traceback)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Defaults are our recipe (README, "Results"): the research recipe (Adam, batch 500, balanced batches,
-    3 x 1024 trunk) with dropout 0.2, learning rate 3e-3 on a cosine schedule, mixup 0.5 and EMA 0.99."""
-    train_data: str
-    model_dir: str
-    model: zoo.ModelConfig = zoo.ModelConfig(dropout=0.2)
-    eval_data: str | None = None
-    strategy: str = "default"  # default | mirrored | multi_worker
-    cpu_replicas: int = 0
-    batch_size: int = 500  # global batch, as in the research code
-    steps: int = 10_000
-    steps_per_epoch: int = 500  # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
-    learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"  # constant | cosine (from learning_rate to 0 over `steps`)
-    seed: int | None = None
-    jit_compile: bool = False
-    mixed_precision: bool = False
-    export_dir: str | None = None
-    class_labels: str | None = None
-    snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
-    ema: float = 0.99  # > 0: export an exponential moving average of the weights with this decay
-    mixup: float = 0.5  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
-
-    # Fields that may change between a run and its resumption.
-    RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def check_resume(config: TrainConfig) -> None:
@@ -138,6 +105,72 @@ class LearningRateLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
 
 
+PROGRESS_SECONDS = 30  # a progress line at least this often when stdout is not a terminal
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{s:02d}s"
+
+
+def _value(v) -> str:
+    """A metric as Keras' progress bar prints it."""
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.4e}"
+
+
+class Progress(keras.callbacks.Callback):
+    """Progress for logs (Keras' progress bar is for terminals): steps done, steps/s, clips/s, loss and ETA at
+    least every `seconds` within an epoch, and a line of metrics per epoch. Steps are global (a resumed run
+    counts on)."""
+
+    def __init__(self, steps: int, batch_size: int, seconds: float = PROGRESS_SECONDS, out=None):
+        super().__init__()
+        self._steps, self._batch_size, self._seconds, self._out = steps, batch_size, seconds, out
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        self._start = self._last = self._epoch_start = time.monotonic()
+        self._first = self._last_step = self._step()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return
+        step = self._step()
+        rate = (step - self._last_step) / max(now - self._last, 1e-9)
+        overall = (step - self._first) / max(now - self._start, 1e-9)
+        eta = (self._steps - step) / overall if overall > 0 else math.inf
+        loss = f"  loss {_value(logs['loss'])}" if logs and "loss" in logs else ""
+        print(f"step {step}/{self._steps}  {rate:.2f} steps/s  {rate * self._batch_size:.0f} clips/s{loss}  "
+              f"ETA {_duration(eta)}", file=self._out or sys.stdout, flush=True)
+        self._last, self._last_step = now, step
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        metrics_text = "".join(f" - {k}: {_value(v)}" for k, v in (logs or {}).items() if np.isscalar(v))
+        print(f"epoch {epoch + 1}/{self.params['epochs']}  step {self._step()}/{self._steps}  "
+              f"{now - self._epoch_start:.0f}s{metrics_text}", file=self._out or sys.stdout, flush=True)
+        self._last, self._last_step = now, self._step()
+
+
+class GlobalStepTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback with the epoch scalars at the global step (not the epoch index), so that
+    runs with other --steps_per_epoch share an x axis, and with steps per second."""
+
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir, update_freq="epoch", write_steps_per_second=True)
+
+    def _log_epoch_metrics(self, epoch, logs):
+        super()._log_epoch_metrics(int(self.model.optimizer.iterations.numpy()), logs)
+
+
 def train(config: TrainConfig) -> str | None:
     """Trains to config.steps (resuming from DIR/backup if a run was interrupted); returns the export dir
     (None on a non-chief worker)."""
@@ -186,11 +219,14 @@ def train(config: TrainConfig) -> str | None:
     ]
     if config.eval_data:
         callbacks.append(EvalMetrics(config.eval_data, config.batch_size))
-    callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"), update_freq="epoch"))
+    callbacks.append(GlobalStepTensorBoard(os.path.join(config.model_dir, "logs")))
     history = os.path.join(config.model_dir, "history.csv") if chief else os.path.join(tempfile.mkdtemp(), "h.csv")
     callbacks.append(keras.callbacks.CSVLogger(history, append=resuming))  # per epoch; a resumed run appends
+    terminal = sys.stdout.isatty()  # a terminal gets Keras' progress bar, a log our lines
+    if not terminal:
+        callbacks.append(Progress(config.steps, config.batch_size))
     model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
+              callbacks=callbacks, verbose=1 if terminal else 0)
 
     export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
     # Outside any strategy (distributed variables cannot be saved in signatures) and in float32. Every

@@ -7,28 +7,11 @@ pools over the real frames only and returns 527 independent sigmoid scores [B, 5
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 import tf_keras as keras
 
+from models.config import MODEL_NAMES, ModelConfig  # noqa: F401  (zoo.ModelConfig)
 from tfdata import schema
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture. Defaults are the research code's trunk: 3 x [Dense 1024, BN, ReLU, Dropout 0.5]."""
-    name: str = "feature_attention"
-    hidden_units: int = 1024
-    num_layers: int = 3
-    dropout: float = 0.5
-    input_batchnorm: bool = False  # Yu et al. 2018 normalise the input embeddings
-    num_heads: int = 4  # multi_head_attention only
-
-    @classmethod
-    def yu2018(cls, name: str = "multi_attention") -> "ModelConfig":
-        """Yu et al. 2018's trunk: input BatchNorm, 600 units, dropout 0.4."""
-        return cls(name=name, hidden_units=600, dropout=0.4, input_batchnorm=True)
 
 
 # --- Layers -----------------------------------------------------------------------------------
@@ -199,6 +182,7 @@ def multi_head_attention(hidden: list, mask, config: ModelConfig):
 
 REGISTRY = {f.__name__: f for f in (average_pooling, max_pooling, single_attention, multi_attention,
                                     feature_attention, multi_head_attention)}
+assert tuple(REGISTRY) == MODEL_NAMES, "models.config.MODEL_NAMES lists the registry's names"
 
 
 class UnknownModelError(ValueError):

@@ -1,5 +1,7 @@
 """evaluate.py and predict.py against small SavedModels with a known scoring function."""
 
+import csv
+import io
 import json
 import os
 import struct
@@ -10,7 +12,7 @@ import tensorflow as tf
 
 import evaluate
 import predict
-from models import evaluation
+from models import evaluation, metrics
 from tfdata import readers, schema, synthetic
 
 
@@ -159,3 +161,103 @@ def test_a_truncated_file_is_named_in_a_one_line_error(tmp_path, exported, synth
                           "--output_dir", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'cut.tfrecord'}: truncated record" in err and err.count("\n") == 1
+
+
+def test_predict_on_a_sound_file_points_to_the_own_audio_path(tmp_path, capsys):
+    (tmp_path / "dog.wav").write_bytes(b"RIFF\0\0\0\0WAVEfmt ")
+    (tmp_path / "clip.bin").write_bytes(b"fLaC\0\0\0\x22")
+    for path in (tmp_path / "dog.wav", tmp_path / "clip.bin", tmp_path / "song.MP3"):
+        assert predict.main(["--saved_model", str(tmp_path), "--input", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "looks like a sound file" in err and "--audio FILE" in err and err.count("\n") == 1, err
+
+
+def test_predict_and_evaluate_take_the_model_dir_of_train_py(tmp_path, exported, synthetic_tfrecords, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(exported[0], run / "saved_model")
+    files = str(sorted(synthetic_tfrecords.glob("*.tfrecord"))[0])
+    assert predict.main(["--saved_model", str(run), "--input", files, "--top_k", "1"]) == 0
+    assert evaluate.main(["--saved_model", str(run), "--data", files, "--output_dir", str(tmp_path / "r")]) == 0
+    assert "using its export" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["saved_models"] == [str(run / "saved_model")]
+
+
+def test_evaluate_checks_its_output_dir_before_scoring(tmp_path, exported, synthetic_tfrecords, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(evaluation, "score", lambda *a, **k: pytest.fail("scored before checking --output_dir"))
+    for out in (tmp_path / "file", tmp_path / "file" / "r"):
+        assert evaluate.main(["--saved_model", exported[0], "--data", str(synthetic_tfrecords / "*.tfrecord"),
+                              "--output_dir", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: --output_dir") and err.count("\n") == 1, err
+
+
+def test_predict_accepts_a_plain_split_directory_like_evaluate(tmp_path, exported, beam_shards, capsys):
+    assert evaluate.main(["--saved_model", exported[0], "--data", str(beam_shards / "holdout"),
+                          "--output_dir", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert predict.main(["--saved_model", exported[0], "--input", str(beam_shards / "holdout"), "--top_k", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == json.loads((tmp_path / "r" / "metrics.json").read_text())["num_clips"]
+
+
+def test_predict_prints_true_labels_and_writes_csv(tmp_path, exported, synthetic_tfrecords, capsys):
+    files = str(sorted(synthetic_tfrecords.glob("*.tfrecord"))[0])
+    assert predict.main(["--saved_model", exported[0], "--input", files, "--top_k", "2",
+                         "--output", str(tmp_path / "p.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["video_id", "start_time_seconds", "label_1", "score_1", "label_2", "score_2",
+                             "true_labels"]
+    assert len(rows) == len(printed) > 0
+    clips = {(c.video_id, c.start): c for c in _clips(files)}
+    for row, line in zip(rows, printed):
+        clip = clips[(row["video_id"].encode(), float(row["start_time_seconds"]))]
+        true = [f"Synthetic class {c}" for c in clip.labels]
+        assert row["true_labels"].split("; ") == true and line.endswith("[true: " + ", ".join(true) + "]")
+        assert row["label_1"] in line and float(row["score_1"]) >= float(row["score_2"])
+
+
+def _clips(path):
+    import collections
+
+    Clip = collections.namedtuple("Clip", "video_id start labels")
+    for batch in readers.read_tfrecords(path).as_numpy_iterator():
+        for v, s, l in zip(batch["video_id"], batch["start_time_seconds"], batch["labels"]):
+            yield Clip(v, float(s), np.flatnonzero(l).tolist())
+
+
+def test_best_classes_leave_out_classes_with_few_positives():
+    rng = np.random.default_rng(0)
+    labels = (rng.random([400, 527]) < 0.05).astype(np.uint8)
+    labels[:, 0] = 0
+    labels[0, 0] = 1  # class 0: one positive, scored perfectly (AP 1.0)
+    scores = rng.random([400, 527]).astype(np.float32)
+    scores[0, 0] = 1.0
+    result = metrics.compute(labels, scores)
+    assert result.per_class[0].ap == 1.0
+    out = io.StringIO()
+    evaluation.print_table(result, tuple(f"class {c}" for c in range(527)), out)
+    assert "class 0 " not in out.getvalue() and "at least 5 positives" in out.getvalue()
+    assert all(m.positives >= 5 for m in evaluation.ranked_classes(result))
+
+
+def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, synthetic_tfrecords, capsys):
+    files = sorted(synthetic_tfrecords.glob("*.tfrecord"))
+    a = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord", "a")
+    b = _evaluate(tmp_path, exported[1:], synthetic_tfrecords / "*.tfrecord", "b")
+    c = _evaluate(tmp_path, exported[1:], files[0], "c")
+    assert "warning" not in evaluation.compare([str(a), str(b)])
+    table = evaluation.compare([str(a), str(c)])
+    assert f"| {synthetic_tfrecords / '*.tfrecord'} |" in table and f"| {files[0]} |" in table
+    assert "warning: these results were measured on different data" in table
+
+
+def test_scoring_progress_is_lines_when_not_a_terminal(exported, synthetic_tfrecords, monkeypatch):
+    monkeypatch.setattr(evaluation, "PROGRESS_SECONDS", 0)
+    log = io.StringIO()  # not a terminal
+    evaluation.score(exported[:1], sorted(map(str, synthetic_tfrecords.glob("*.tfrecord"))), 256, progress=log)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) > 2 and all(l.startswith("scored ") for l in lines)

@@ -156,7 +156,7 @@ def test_killed_run_resumes_and_finishes(shards, tmp_path):
     assert 3 <= done_before < 8, "the run finished before it could be killed"
     resumed = _train(shards, tmp_path / "m", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    epochs = [int(e) for e in re.findall(r"Epoch (\d+)/8", resumed.stdout)]
+    epochs = [int(e) for e in re.findall(r"epoch (\d+)/8", resumed.stdout)]
     assert epochs[0] > 1 and epochs[-1] == 8, epochs  # it did not start again from the beginning
     assert (tmp_path / "m" / "saved_model" / "saved_model.pb").exists()
 
@@ -185,3 +185,51 @@ def test_user_errors_are_one_line(shards, tmp_path, problem, message):
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_raw_tfrecords_as_train_data_print_the_build_shards_command(synthetic_tfrecords, tmp_path):
+    for data in (synthetic_tfrecords / "*.tfrecord", synthetic_tfrecords):
+        cmd = [sys.executable, "train.py", "--train_data", str(data), "--model_dir", str(tmp_path / "m"), *SMALL]
+        result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        command = (f"python -m beam_pipelines.build_shards --input '{synthetic_tfrecords / '*.tfrecord'}' "
+                   "--output_dir shards")
+        assert "not shards" in result.stderr and command in result.stderr, result.stderr[-2000:]
+
+
+def test_progress_lines_give_steps_rates_and_eta():
+    import io
+
+    import tf_keras as keras
+
+    from models import trainer
+
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    out = io.StringIO()
+    model.fit(np.zeros([8, 2]), np.zeros([8, 1]), batch_size=2, epochs=2, verbose=0,
+              callbacks=[trainer.Progress(8, 2, seconds=0, out=out)])
+    lines = out.getvalue().splitlines()
+    steps = [l for l in lines if l.startswith("step ")]
+    assert [int(re.match(r"step (\d+)/8 ", l).group(1)) for l in steps] == list(range(1, 9)), lines
+    assert all(re.fullmatch(r"step \d+/8  [0-9.]+ steps/s  \d+ clips/s  loss \S+  ETA (\d+m\d\ds|\?)", l) for l in steps)
+    epochs = [l for l in lines if l.startswith("epoch ")]
+    assert len(epochs) == 2 and all(re.fullmatch(rf"epoch {e}/2  step {4 * e}/8  \d+s - loss: \S+", l)
+                                    for e, l in zip((1, 2), epochs)), lines
+
+
+def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(shards, tmp_path):
+    import tensorflow as tf
+
+    result = _train(shards, tmp_path / "m", "--steps", "4", "--steps_per_epoch", "2", "--model", "average_pooling")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "\r" not in result.stdout and "\b" not in result.stdout and "━" not in result.stdout
+    epochs = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
+    assert [l.split("  ")[:2] for l in epochs] == [["epoch 1/2", "step 2/4"], ["epoch 2/2", "step 4/4"]], result.stdout
+    assert len(_losses(result.stdout)) == 2
+    events = {}
+    for path in tf.io.gfile.glob(str(tmp_path / "m" / "logs" / "train" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                events.setdefault(value.tag, []).append(event.step)
+    assert events["epoch_loss"] == [2, 4] and events["epoch_steps_per_second"] == [2, 4], events

@@ -32,6 +32,11 @@ class ShardsError(ValueError):
 def read_manifest(shards_dir: str) -> dict:
     """The manifest of a finished Beam run; refuses missing, unfinished or other-version shards."""
     path = os.path.join(shards_dir, MANIFEST)
+    raw = _raw_tfrecords(shards_dir)
+    if raw:
+        raise ShardsError(f"{shards_dir}: AudioSet TFRecords, not shards; build shards from them first:\n"
+                          f"  python -m beam_pipelines.build_shards --input '{raw}' --output_dir shards\n"
+                          "and pass the output directory (here: shards)")
     if not tf.io.gfile.isdir(shards_dir):
         raise ShardsError(f"{shards_dir}: no such directory")
     if not tf.io.gfile.exists(path):
@@ -45,6 +50,18 @@ def read_manifest(shards_dir: str) -> dict:
     if manifest.get("complete") is not True:
         raise ShardsError(f"{shards_dir}: the run that wrote these shards did not finish")
     return manifest
+
+
+def _raw_tfrecords(path: str) -> str | None:
+    """The glob of TFRecords that `path` names (a glob, a file or a directory of them) when it is not shards."""
+    if tf.io.gfile.isdir(path):
+        parent = os.path.dirname(path.rstrip("/"))
+        if any(tf.io.gfile.exists(os.path.join(d, MANIFEST)) for d in (path, parent)):  # shards or one of their splits
+            return None
+        pattern = os.path.join(path, "*.tfrecord")
+    else:
+        pattern = path
+    return pattern if pattern.endswith(".tfrecord") and tf.io.gfile.glob(pattern) else None
 
 
 def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, mixup: float = 0.0,

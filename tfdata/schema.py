@@ -15,7 +15,9 @@ import dataclasses
 import io
 
 import numpy as np
-import tensorflow as tf
+
+# TensorFlow is imported where it is used: the command-line tools read this module before they parse
+# their arguments, and --help must not wait for TensorFlow.
 
 # --- SequenceExample keys of the released TFRecords (features.tar.gz). ---
 VIDEO_ID_KEY = "video_id"
@@ -54,6 +56,8 @@ def dequantize(embedding: tf.Tensor) -> tf.Tensor:
     embeddings computed from new audio without knowing about bytes. Training,
     evaluation and serving all call this function (inside the model).
     """
+    import tensorflow as tf
+
     if embedding.dtype != tf.uint8:
         raise TypeError(f"dequantize expects uint8 embeddings, got {embedding.dtype.name}")
     return (tf.cast(embedding, tf.float32) + 0.5) * _STEP + QUANTIZE_MIN
@@ -89,6 +93,8 @@ class ClassLabels:
 
 def read_class_labels(path: str) -> ClassLabels:
     """Reads ``class_labels_indices.csv`` (local or ``gs://``); indices must be 0..526 in order."""
+    import tensorflow as tf
+
     with tf.io.gfile.GFile(path, "r") as f:
         rows = list(csv.DictReader(f))
     if not rows or set(rows[0]) != {"index", "mid", "display_name"}:
@@ -123,6 +129,8 @@ def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_fram
     Serialized deterministically: protobuf's upb backend writes map entries (the context features)
     in a per-process hash order otherwise, so the same clip gave other bytes in another process.
     """
+    import tensorflow as tf
+
     context = {
         VIDEO_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
         START_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds])),
@@ -182,6 +190,8 @@ def decode_blocks(serialized: tf.Tensor, block_size: int) -> dict[str, tf.Tensor
     Returns class_index int64 [N], embedding uint8 [N, K, 10, 128], num_frames int32 [N, K],
     labels uint8 [N, K, 527]. A record of another length fails (InvalidArgumentError).
     """
+    import tensorflow as tf
+
     k = block_size
     raw = tf.io.decode_raw(serialized, tf.uint8, fixed_length=block_bytes(k))  # [N, 4 + K * 1347]
     header = _BLOCK_HEADER_BYTES
@@ -201,4 +211,6 @@ def decode_blocks(serialized: tf.Tensor, block_size: int) -> dict[str, tf.Tensor
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

@@ -12,12 +12,12 @@ import argparse
 import sys
 
 import numpy as np
-import tensorflow as tf
 
-from tfdata import readers, schema
+from tfdata import schema
 
 
-def summarize(dataset: tf.data.Dataset) -> dict:
+def summarize(dataset) -> dict:
+    """Counts over a dataset of tfdata.readers batches."""
     clips = short = label_occurrences = 0
     class_counts = np.zeros(schema.NUM_CLASSES, np.int64)
     reasons = np.zeros(len(schema.REASON_CODES), np.int64)
@@ -34,10 +34,15 @@ def summarize(dataset: tf.data.Dataset) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="a glob of TFRecords, or an HDF5 file (.h5/.hdf5)")
     parser.add_argument("--class_labels", help="class_labels_indices.csv, to print class names")
     args = parser.parse_args(argv)
+    import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
+
+    from tfdata import readers
+
     try:
         if args.input.endswith((".h5", ".hdf5")):
             readers.hdf5_datasets(args.input)

@@ -29,7 +29,6 @@ import sys
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 from tfdata import schema
 
@@ -137,6 +136,8 @@ def sequence_example(clip: dict, i: int) -> bytes:
 
 def write_tfrecords(config: SyntheticConfig, output_dir: str) -> list[str]:
     """Writes `{first two id characters}.tfrecord` files, as in features.tar.gz."""
+    import tensorflow as tf  # here, not at the top: --help does not wait for TensorFlow
+
     tf.io.gfile.makedirs(output_dir)
     paths, writer, prefix = [], None, None
     for clip in generate(config):
@@ -176,20 +177,26 @@ def write_hdf5(config: SyntheticConfig, path: str) -> None:
                 column[begin:end] = clip[source[name]]
             begin = end
     if local != path:  # h5py needs a seekable local file; copy to gs:// and the like afterwards
+        import tensorflow as tf
+
         tf.io.gfile.copy(local, path, overwrite=True)
         os.remove(local)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--num_clips", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", choices=["tfrecord", "hdf5"], default="tfrecord")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="where the files and class_labels_indices.csv go")
+    parser.add_argument("--num_clips", type=int, required=True, help="number of 10-second clips")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
+    parser.add_argument("--format", choices=["tfrecord", "hdf5"], default="tfrecord",
+                        help="the release's TFRecords or the research code's HDF5")
     args = parser.parse_args(argv)
     if args.num_clips < 1:
         parser.error("--num_clips must be at least 1")
     config = SyntheticConfig(num_clips=args.num_clips, seed=args.seed)
+    import tensorflow as tf
+
     tf.io.gfile.makedirs(args.output_dir)
     if args.format == "tfrecord":
         files = write_tfrecords(config, args.output_dir)

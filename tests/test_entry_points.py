@@ -1,0 +1,75 @@
+"""Every command-line tool: --help answers fast, without TensorFlow, with defaults; no prefix matching."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+# Each tool as the README runs it: a script or a module.
+TOOLS = [["train.py"], ["evaluate.py"], ["predict.py"], ["-m", "beam_pipelines.build_shards"],
+         ["-m", "tfdata.summarize"], ["-m", "tfdata.synthetic"], ["-m", "models.quality"], ["-m", "models.exporting"]]
+# Runs a tool's main with the given argv, then reports whether TensorFlow (or Beam) was imported.
+WRAPPER = """
+import runpy, sys
+tool, argv = sys.argv[1:2] if sys.argv[1] != "-m" else sys.argv[1:3], sys.argv[3 if sys.argv[1] == "-m" else 2:]
+sys.argv = [tool[-1], *argv]
+try:
+    if tool[0] == "-m":
+        runpy.run_module(tool[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.path.insert(0, "."); runpy.run_path(tool[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print("IMPORTED:", "tensorflow" in sys.modules, "apache_beam" in sys.modules, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _run(tool, *argv):
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", WRAPPER, *tool, *argv], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60)
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=lambda t: t[-1])
+def test_help_is_fast_shows_defaults_and_imports_no_tensorflow(tool):
+    result, seconds = _run(tool, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "IMPORTED: False False" in result.stderr, result.stderr[-2000:]
+    assert seconds < 3, f"{tool} --help took {seconds:.1f} s"
+    assert "usage:" in result.stdout
+    if tool not in (["-m", "models.exporting"],):  # its options have no defaults
+        assert "(default: " in result.stdout
+
+
+def test_train_help_lists_the_defaults_of_train_config():
+    result, _ = _run(["train.py"], "--help")
+    assert "(default: 0.003)" in result.stdout and "(default: cosine)" in result.stdout
+    assert "feature_attention" in result.stdout and "multi_head_attention" in result.stdout
+
+
+@pytest.mark.parametrize("tool, argv, unknown", [
+    (["train.py"], ["--train_data", "s", "--model_dir", "m", "--lr", "0.001"], "--lr"),
+    (["evaluate.py"], ["--saved", "m", "--data", "d", "--output_dir", "o"], "--saved"),
+    (["predict.py"], ["--saved_model", "m", "--input", "i", "--top", "3"], "--top"),
+    (["-m", "tfdata.summarize"], ["x", "--class", "c"], "--class"),
+    (["-m", "models.exporting"], ["--average", "a", "--output", "x", "--out", "o"], "--out"),
+], ids=["train", "evaluate", "predict", "summarize", "exporting"])
+def test_abbreviations_are_not_taken_for_other_flags(tool, argv, unknown):
+    """`train.py --lr 0.001` was taken as `--lr_schedule 0.001`; now it is an unknown argument."""
+    result, _ = _run(tool, *argv)
+    assert result.returncode == 2
+    assert "unrecognized arguments" in result.stderr and unknown in result.stderr, result.stderr[-2000:]
+    assert "IMPORTED: False False" in result.stderr
+
+
+def test_build_shards_does_not_take_a_prefix_of_its_own_flags():
+    """Unknown flags go to Beam's pipeline options; --holdout must not become --holdout_fraction."""
+    from beam_pipelines import build_shards
+
+    config, rest = build_shards.parse_args(["--input", "x", "--output_dir", "o", "--holdout", "0.5"])
+    assert config.holdout_fraction == 0.0 and rest == ["--holdout", "0.5"]

@@ -1,0 +1,66 @@
+"""The README's quick start on real data, run as written (on a slice of bal_train, with a short training)."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, SHARED_AUDIOSET
+
+HEADING = "## Quick start on real data"
+
+
+def quickstart_commands() -> list[str]:
+    """The commands of the README's quick start block: `D=...` and the `.venv/bin/python` lines."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text[text.index(HEADING):].split("```")[1]
+    commands = [line.split("#")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+    return [c for c in commands if c]
+
+
+def test_the_quick_start_is_five_commands_whose_outputs_git_ignores():
+    commands = quickstart_commands()
+    assert commands[0].startswith("D=") and len(commands) == 6, commands
+    tools = [shlex.split(c)[1:3] for c in commands[1:]]
+    assert tools == [["-m", "tfdata.summarize"], ["-m", "beam_pipelines.build_shards"], ["train.py", "--train_data"],
+                     ["evaluate.py", "--saved_model"], ["predict.py", "--saved_model"]]
+    ignored = subprocess.run(["git", "check-ignore", "quickstart/shards", "quickstart/model"], cwd=REPO_ROOT,
+                             capture_output=True, text=True)
+    if ignored.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert ignored.stdout.split() == ["quickstart/shards", "quickstart/model"]
+
+
+def test_makefile_demo_real_runs_the_quick_start_commands():
+    recipe = (REPO_ROOT / "Makefile").read_text().split("\ndemo-real:")[1].split("\n\n")[0]
+    for command in quickstart_commands()[1:]:
+        tool = shlex.split(command)[1:3]
+        assert " ".join(tool) in recipe, tool
+
+
+@pytest.mark.slow
+def test_quick_start_as_written_on_a_slice_of_bal_train(tmp_path):
+    if not (SHARED_AUDIOSET / "bal_train").is_dir():
+        pytest.skip(f"real AudioSet data not found at {SHARED_AUDIOSET}")
+    data = tmp_path / "audioset"
+    (data / "bal_train").mkdir(parents=True)
+    for path in sorted((SHARED_AUDIOSET / "bal_train").glob("*.tfrecord"))[:300]:  # about 1,600 clips
+        os.symlink(path, data / "bal_train" / path.name)
+    os.symlink(SHARED_AUDIOSET / "class_labels_indices.csv", data / "class_labels_indices.csv")
+    script = "\n".join(["set -e", f"cd {shlex.quote(str(tmp_path))}"] + [
+        re.sub(r"--steps \d+ --eval_every \d+", "--steps 2 --eval_every 2", c)
+        .replace(".venv/bin/python", shlex.quote(sys.executable))
+        .replace("train.py", str(REPO_ROOT / "train.py")).replace("evaluate.py", str(REPO_ROOT / "evaluate.py"))
+        .replace("predict.py", str(REPO_ROOT / "predict.py"))
+        for c in [f"D={data}"] + quickstart_commands()[1:]])
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"^clips: \d+", out, re.M) and "clips written" in out, out
+    assert "epoch 1/1  step 2/2" in out and re.search(r"^mAP 0\.\d+", out, re.M), out
+    assert (tmp_path / "quickstart" / "predictions.csv").read_text().startswith("video_id,start_time_seconds,")
+    assert len([l for l in out.splitlines() if "[true: " in l]) == 5
