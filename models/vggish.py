@@ -76,22 +76,34 @@ class CheckpointError(ValueError):
     """A VGGish checkpoint or PCA file that does not have the reference's variables."""
 
 
-def read_checkpoint(path: str, params: VGGishParams = PARAMS) -> dict[str, np.ndarray]:
-    """Reads the VGGish variables of a TF1 (or TF2 name-based) checkpoint; names a missing or
-    mis-shaped variable. Other variables in the file are ignored."""
+def _open_checkpoint(path: str, params: VGGishParams):
     try:
         reader = tf.train.load_checkpoint(path)
     except (tf.errors.OpError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable TensorFlow checkpoint ({e})") from e
+        raise CheckpointError(f"{path}: not a readable TensorFlow checkpoint ({_first_line(e)})") from e
     available = reader.get_variable_to_shape_map()
-    values = {}
     for name, shape in checkpoint_variables(params).items():
         if name not in available:
             raise CheckpointError(f"{path}: variable {name} is missing (expected shape {list(shape)})")
         if tuple(available[name]) != shape:
             raise CheckpointError(f"{path}: variable {name} has shape {available[name]}, expected {list(shape)}")
-        values[name] = reader.get_tensor(name).astype(np.float32)
-    return values
+    return reader
+
+
+def read_checkpoint_shapes(path: str, params: VGGishParams = PARAMS) -> None:
+    """Checks names and shapes only (no values read): fails fast before a job starts."""
+    _open_checkpoint(path, params)
+
+
+def read_checkpoint(path: str, params: VGGishParams = PARAMS) -> dict[str, np.ndarray]:
+    """Reads the VGGish variables of a TF1 (or TF2 name-based) checkpoint; names a missing or
+    mis-shaped variable. Other variables in the file are ignored."""
+    reader = _open_checkpoint(path, params)
+    return {name: reader.get_tensor(name).astype(np.float32) for name in checkpoint_variables(params)}
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 def read_pca_params(path: str) -> tuple[np.ndarray, np.ndarray]:
