@@ -223,11 +223,13 @@ class Embedder(tf.Module):
         p = self.vggish.params
         flat = tf.reshape(examples, [-1, p.num_frames, p.num_bands])  # [B*T, 96, 64]
         n, chunk = tf.shape(flat)[0], p.chunk_examples
-        padded = tf.pad(flat, [[0, (chunk - n % chunk) % chunk], [0, 0], [0, 0]])  # [C*chunk, 96, 64]
-        chunks = tf.reshape(padded, [-1, chunk, p.num_frames, p.num_bands])  # [C, chunk, 96, 64]
-        raw = tf.map_fn(self.vggish, chunks, parallel_iterations=1,
-                        fn_output_signature=tf.TensorSpec([chunk, p.embedding_size], tf.float32))  # [C, chunk, 128]
-        raw = tf.reshape(raw, [-1, p.embedding_size])[:n]  # [B*T, 128]
+        full = n // chunk * chunk  # whole chunks through map_fn, the rest in one call: no padded examples
+        chunks = tf.reshape(flat[:full], [-1, chunk, p.num_frames, p.num_bands])  # [C, chunk, 96, 64]
+        head = tf.map_fn(self.vggish, chunks, parallel_iterations=1,
+                         fn_output_signature=tf.TensorSpec([chunk, p.embedding_size], tf.float32))  # [C, chunk, 128]
+        tail = tf.cond(n > full, lambda: self.vggish(flat[full:]),  # [n - full, 128]; oneDNN rejects empty batches
+                       lambda: tf.zeros([0, p.embedding_size]))
+        raw = tf.concat([tf.reshape(head, [-1, p.embedding_size]), tail], axis=0)  # [B*T, 128]
         return tf.reshape(raw, [shape[0], shape[1], p.embedding_size])  # [B, T, 128]
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
