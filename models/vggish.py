@@ -190,15 +190,18 @@ class Postprocess(keras.layers.Layer):
     def __init__(self, eigen_vectors: np.ndarray | None = None, means: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         dim = schema.EMBEDDING_DIM
+        # float64 like the reference's NumPy, so that codes on a bin edge truncate the same way.
         self.eigen_vectors = self.add_weight(name="pca_eigen_vectors", shape=(dim, dim), trainable=False,
-                                             initializer="identity")
-        self.means = self.add_weight(name="pca_means", shape=(dim,), trainable=False, initializer="zeros")
+                                             initializer="identity", dtype=tf.float64)
+        self.means = self.add_weight(name="pca_means", shape=(dim,), trainable=False, initializer="zeros",
+                                     dtype=tf.float64)
         if eigen_vectors is not None:
-            self.eigen_vectors.assign(eigen_vectors.astype(np.float32))
-            self.means.assign(means.astype(np.float32))
+            self.eigen_vectors.assign(eigen_vectors.astype(np.float64))
+            self.means.assign(means.reshape(-1).astype(np.float64))
 
     def call(self, raw):
-        pca = tf.tensordot(raw - self.means, self.eigen_vectors, axes=[[-1], [1]])  # [..., 128]: E (x - mean)
+        centred = tf.cast(raw, tf.float64) - self.means  # [..., 128]
+        pca = tf.tensordot(centred, self.eigen_vectors, axes=[[-1], [1]])  # [..., 128]: E (x - mean)
         return schema.quantize_tensor(pca)  # uint8 [..., 128]
 
 

@@ -91,3 +91,13 @@ def test_reference_smoke_test_with_the_released_files():
     assert raw.shape == (3, 128)
     np.testing.assert_allclose([raw.mean(), raw.std()], [0.000657, 0.343], rtol=0.1)
     np.testing.assert_allclose([codes.mean(), codes.std()], [126.0, 89.3], rtol=0.1)
+
+
+def test_layers_are_registered_and_rebuild_from_their_config():
+    import tf_keras
+
+    layer = vggish.VGGish(name="vggish")
+    again = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
+    assert type(again) is vggish.VGGish and again.params == vggish.PARAMS
+    assert tf_keras.utils.get_registered_object("vggish>VGGish") is vggish.VGGish
+    assert tf_keras.utils.get_registered_object("vggish>Postprocess") is vggish.Postprocess

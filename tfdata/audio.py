@@ -187,13 +187,16 @@ def mel_matrix(params: FrontEndParams = PARAMS) -> np.ndarray:
 
 
 def log_mel(waveform: tf.Tensor, params: FrontEndParams = PARAMS) -> tf.Tensor:
-    """float32 waveforms [..., N] at 16 kHz -> log-mel spectrogram [..., F, 64], F = 1 + (N - 400) // 160."""
-    stft = tf.signal.stft(waveform, frame_length=params.window_samples, frame_step=params.hop_samples,
+    """float32 waveforms [..., N] at 16 kHz -> log-mel spectrogram [..., F, 64], F = 1 + (N - 400) // 160.
+
+    Computed in float64, as the reference's NumPy (the front end is ~1% of VGGish's cost)."""
+    x = tf.cast(waveform, tf.float64)  # [..., N]
+    stft = tf.signal.stft(x, frame_length=params.window_samples, frame_step=params.hop_samples,
                           fft_length=params.fft_length, window_fn=tf.signal.hann_window,  # periodic Hann
-                          pad_end=False)  # [..., F, 257] complex
+                          pad_end=False)  # [..., F, 257] complex128
     magnitude = tf.abs(stft)  # [..., F, 257]
-    mel = tf.tensordot(magnitude, tf.constant(mel_matrix(params), tf.float32), axes=1)  # [..., F, 64]
-    return tf.math.log(mel + params.log_offset)  # [..., F, 64]
+    mel = tf.tensordot(magnitude, tf.constant(mel_matrix(params), tf.float64), axes=1)  # [..., F, 64]
+    return tf.cast(tf.math.log(mel + params.log_offset), tf.float32)  # [..., F, 64]
 
 
 def log_mel_examples(waveform: tf.Tensor, params: FrontEndParams = PARAMS) -> tf.Tensor:
