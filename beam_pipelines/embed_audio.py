@@ -1,6 +1,6 @@
 """Sound files -> VGGish embeddings as AudioSet SequenceExamples, ready for build_shards.
 
-    python -m beam_pipelines.embed_audio --input 'sounds/**/*.wav' --output_dir OUT \
+    python -m beam_pipelines.embed_audio --input 'sounds/*.wav,sounds/*/*.flac' --output_dir OUT \
         --vggish_checkpoint vggish_model.ckpt --pca_params vggish_pca_params.npz \
         [--labels segments.csv [--class_labels class_labels_indices.csv]] [--num_shards 8] [--overwrite] \
         [Beam pipeline options]

@@ -68,3 +68,26 @@ def test_cli_names_a_bad_checkpoint(classifier_dir, tmp_path, capsys, vggish_fil
         exporting.main(["--audio", classifier_dir, "--vggish_checkpoint", bad, "--pca_params", vggish_files.pca_params,
                         "--output", str(tmp_path / "o")])
     assert "vggish/conv1/biases is missing" in capsys.readouterr().err
+
+
+def test_serve_waveform_in_a_fresh_process_without_the_project(loaded, waveform_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    x = ref.test_waveform(2.0, 13).astype(np.float32)[None]
+    np.save(tmp_path / "x.npy", x)
+    expected = loaded.signatures["serve_waveform"](waveform=tf.constant(x))
+    script = "import sys\nfor name in ('tfdata', 'models', 'beam_pipelines'):\n    sys.modules[name] = None\n" + \
+        textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        out = tf.saved_model.load({waveform_model_dir!r}).signatures["serve_waveform"](waveform=tf.constant(np.load("x.npy")))
+        print(json.dumps({{"scores": out["scores"].numpy().tolist(), "embedding": out["embedding"].numpy().tolist()}}))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_array_equal(got["embedding"], expected["embedding"].numpy())
+    np.testing.assert_allclose(got["scores"], expected["scores"].numpy(), atol=1e-6)
