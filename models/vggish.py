@@ -24,6 +24,7 @@ https://storage.googleapis.com/audioset/vggish_pca_params.npz (73 KB).
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import tensorflow as tf
@@ -108,13 +109,11 @@ def _first_line(error: Exception) -> str:
 
 def read_pca_params(path: str) -> tuple[np.ndarray, np.ndarray]:
     """``vggish_pca_params.npz`` -> (eigen vectors [128, 128], means [128]), checked."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        import io
-
-        try:
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
             npz = np.load(io.BytesIO(f.read()))
-        except (ValueError, OSError) as e:
-            raise CheckpointError(f"{path}: not a .npz file ({e})") from e
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        raise CheckpointError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
     dim = schema.EMBEDDING_DIM
     for key, shape in ((PCA_EIGEN_VECTORS, (dim, dim)), (PCA_MEANS, (dim,))):
         if key not in npz.files:

@@ -77,6 +77,8 @@ def test_pca_file_errors_are_named(tmp_path):
     np.savez(tmp_path / "q.npz", pca_eigen_vectors=np.eye(64), pca_means=np.zeros(128))
     with pytest.raises(vggish.CheckpointError, match=r"pca_eigen_vectors has shape \[64, 64\]"):
         vggish.read_pca_params(str(tmp_path / "q.npz"))
+    with pytest.raises(vggish.CheckpointError, match="not a readable .npz"):
+        vggish.read_pca_params(str(tmp_path / "absent.npz"))
 
 
 @pytest.mark.skipif(not (os.environ.get("VGGISH_CHECKPOINT") and os.environ.get("VGGISH_PCA_PARAMS")),
