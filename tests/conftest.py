@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The audio tests' session fixtures (one random full-size VGGish checkpoint per session) live here
+# so that every module shares them.
+from tests.vggish_fixtures import classifier_dir, embedder, vggish_files, waveform_model_dir  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIOSET = REPO_ROOT.parent / "shared" / "data" / "audioset"
 

@@ -12,7 +12,6 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import build_shards, embed_audio
 from tests import vggish_reference as ref
-from tests.vggish_fixtures import vggish_files  # noqa: F401  (fixture)
 from tfdata import schema, synthetic
 
 sf = pytest.importorskip("soundfile")

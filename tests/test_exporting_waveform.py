@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from models import exporting
 from tests import vggish_reference as ref
-from tests.vggish_fixtures import classifier_dir, vggish_files, waveform_model_dir  # noqa: F401  (fixtures)
 from tfdata import synthetic
 
 
@@ -70,6 +69,7 @@ def test_cli_names_a_bad_checkpoint(classifier_dir, tmp_path, capsys, vggish_fil
     assert "vggish/conv1/biases is missing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serve_waveform_in_a_fresh_process_without_the_project(loaded, waveform_model_dir, tmp_path):
     import json
     import subprocess

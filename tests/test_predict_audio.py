@@ -8,7 +8,6 @@ import tensorflow as tf
 
 import predict
 from tests import vggish_reference as ref
-from tests.vggish_fixtures import classifier_dir, vggish_files, waveform_model_dir  # noqa: F401  (fixtures)
 from tfdata import audio
 
 sf = pytest.importorskip("soundfile")
