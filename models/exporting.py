@@ -12,6 +12,17 @@ model also has `class_names` (a string variable [527]).
 
 writes one SavedModel with the same signatures whose scores are the mean of the given SavedModels'
 scores (an ensemble that serves like a single model).
+
+    python -m models.exporting --audio DIR --vggish_checkpoint vggish_model.ckpt \
+        --pca_params vggish_pca_params.npz --output OUT
+
+writes one SavedModel that keeps DIR's two signatures and adds VGGish in front of them (models.vggish):
+- serve_waveform(waveform: float32 [None, None], 16 kHz mono in [-1, 1], at least 15,600 samples)
+  -> {"scores": float32 [B, 527]: the classifier on all T examples of each waveform at once (the
+      models pool over any number of frames, so a 60-s waveform is 62 frames, no 10-s windows),
+      "frame_scores": float32 [B, T, 527]: the classifier on each 0.96-s example alone,
+      "embedding": uint8 [B, T, 128]: VGGish's codes, as embed_audio writes them}.
+Resampling (resampy) stays outside the graph: tfdata.audio.load does it before the call.
 """
 
 from __future__ import annotations
@@ -22,10 +33,15 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Averages exported models into one SavedModel.", allow_abbrev=False,
+    parser = argparse.ArgumentParser(description="Averages exported models into one SavedModel, or puts VGGish "
+                                                 "in front of one (serve_waveform).", allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--average", nargs="+", required=True, help="SavedModel directories written by train.py")
-    parser.add_argument("--output", required=True, help="a new directory for the averaged SavedModel")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--average", nargs="+", help="SavedModel directories written by train.py")
+    mode.add_argument("--audio", help="a SavedModel written by train.py (or --average) to serve waveforms with")
+    parser.add_argument("--vggish_checkpoint", help="Google's vggish_model.ckpt (with --audio)")
+    parser.add_argument("--pca_params", help="Google's vggish_pca_params.npz (with --audio)")
+    parser.add_argument("--output", required=True, help="a new directory for the SavedModel")
     return parser
 
 
@@ -116,9 +132,61 @@ def export_average(member_dirs: list[str], export_dir: str) -> str:
     return _save(module, export_dir)
 
 
+class WaveformModule(_Labelled):
+    """An exported classifier behind VGGish: its two signatures unchanged, plus serve_waveform."""
+
+    def __init__(self, classifier, embedder, class_labels_csv: str):
+        super().__init__(class_labels_csv)
+        self.classifier, self.embedder = classifier, embedder
+
+    def _scores(self, embedding):
+        return self.classifier.signatures["serving_default"](embedding=embedding)["scores"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, schema.EMBEDDING_DIM], tf.uint8, name="embedding")])
+    def serve_embeddings(self, embedding):
+        return {"scores": self._scores(embedding)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        return {"scores": self.classifier.signatures["serve_examples"](examples=examples)["scores"]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    def serve_waveform(self, waveform):
+        from tfdata import audio  # decoding libraries load only for audio exports
+
+        min_samples = audio.PARAMS.min_samples
+        tf.debugging.assert_greater_equal(
+            tf.shape(waveform)[1], min_samples,
+            message=f"waveform too short: VGGish needs at least {min_samples} samples at 16 kHz "
+                    f"({min_samples / audio.PARAMS.sample_rate:.3f} s) for one 0.96-s example")
+        codes = self.embedder(waveform)["embedding"]  # [B, T, 128] uint8
+        batch, steps = tf.shape(codes)[0], tf.shape(codes)[1]
+        frame_scores = self._scores(tf.reshape(codes, [-1, 1, schema.EMBEDDING_DIM]))  # [B*T, 527]
+        return {"scores": self._scores(codes),  # [B, 527]
+                "frame_scores": tf.reshape(frame_scores, [batch, steps, schema.NUM_CLASSES]),  # [B, T, 527]
+                "embedding": codes}
+
+
+def export_audio(classifier_dir: str, vggish_checkpoint: str, pca_params: str, export_dir: str) -> str:
+    """One SavedModel: classifier_dir's signatures plus serve_waveform (VGGish from Google's files)."""
+    from models import vggish
+
+    embedder = vggish.Embedder.from_files(vggish_checkpoint, pca_params)
+    module = WaveformModule(tf.saved_model.load(classifier_dir), embedder,
+                            os.path.join(classifier_dir, "assets", CLASS_LABELS_ASSET))
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.serve_embeddings.get_concrete_function(),
+        "serve_examples": module.serve_examples.get_concrete_function(),
+        "serve_waveform": module.serve_waveform.get_concrete_function(),
+    })
+    return export_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.audio:
+        return _main_audio(parser, args)
     for d in args.average:
         if not tf.io.gfile.exists(os.path.join(d, "assets", CLASS_LABELS_ASSET)):
             parser.error(f"{d}: not a SavedModel written by train.py (no assets/{CLASS_LABELS_ASSET})")
@@ -129,6 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     print(f"exported the average of {len(args.average)} models to {args.output}")
+    return 0
+
+
+def _main_audio(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from models import vggish
+
+    if not (args.vggish_checkpoint and args.pca_params):
+        parser.error("--audio needs --vggish_checkpoint and --pca_params (Google's VGGish files; see README)")
+    if not tf.io.gfile.exists(os.path.join(args.audio, "assets", CLASS_LABELS_ASSET)):
+        parser.error(f"{args.audio}: not a SavedModel written by train.py (no assets/{CLASS_LABELS_ASSET})")
+    if tf.io.gfile.exists(args.output):
+        parser.error(f"{args.output} exists; choose a new directory")
+    try:
+        export_audio(args.audio, args.vggish_checkpoint, args.pca_params, args.output)
+    except vggish.CheckpointError as e:
+        parser.error(str(e))
+    print(f"exported {args.audio} with VGGish (serve_waveform) to {args.output}")
     return 0
 
 

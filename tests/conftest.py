@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The audio tests' session fixtures (one random full-size VGGish checkpoint per session) live here
+# so that every module shares them.
+from tests.vggish_fixtures import classifier_dir, embedder, vggish_files, waveform_model_dir  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIOSET = REPO_ROOT.parent / "shared" / "data" / "audioset"
 
@@ -45,4 +49,5 @@ def beam_shards(tmp_path_factory, synthetic_tfrecords) -> Path:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs the README's commands on real data (minutes); -m 'not slow' skips it")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds, e.g. runs the README's commands on "
+                                       "real data (deselect with -m 'not slow')")

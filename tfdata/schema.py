@@ -69,6 +69,15 @@ def quantize(embedding: np.ndarray) -> np.ndarray:
     return ((clipped - QUANTIZE_MIN) * (255.0 / (QUANTIZE_MAX - QUANTIZE_MIN))).astype(np.uint8)
 
 
+def quantize_tensor(embedding: tf.Tensor) -> tf.Tensor:
+    """:func:`quantize` in TensorFlow ops (inside a SavedModel): clip, scale, truncate to uint8."""
+    import tensorflow as tf
+
+    clipped = tf.clip_by_value(embedding, QUANTIZE_MIN, QUANTIZE_MAX)
+    scaled = (clipped - QUANTIZE_MIN) * (255.0 / (QUANTIZE_MAX - QUANTIZE_MIN))  # [0, 255]
+    return tf.cast(scaled, tf.uint8)  # truncates, as numpy's astype(uint8)
+
+
 # --- Class label files (class_labels_indices.csv: index,mid,display_name). ---
 @dataclasses.dataclass(frozen=True)
 class ClassLabels:
@@ -123,18 +132,21 @@ REASON_CODES = (OK,) + REJECT_REASONS
 
 
 def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_frames: int,
-                            label_ids: list[int], embedding: np.ndarray) -> bytes:
+                            label_ids: list[int], embedding: np.ndarray,
+                            end_time_seconds: float | None = None) -> bytes:
     """One clip -> a serialized SequenceExample in the released format (frames past num_frames dropped).
 
+    end_time_seconds defaults to start + num_frames (one frame per second, as the release).
     Serialized deterministically: protobuf's upb backend writes map entries (the context features)
     in a per-process hash order otherwise, so the same clip gave other bytes in another process.
     """
     import tensorflow as tf
 
+    end = start_time_seconds + num_frames if end_time_seconds is None else end_time_seconds
     context = {
         VIDEO_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
         START_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds])),
-        END_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[start_time_seconds + num_frames])),
+        END_TIME_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[end])),
         LABELS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=label_ids)),
     }
     frames = [_bytes_feature(row.tobytes()) for row in embedding[:num_frames]]

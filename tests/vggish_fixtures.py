@@ -1,0 +1,46 @@
+"""Session fixtures for the audio tests: one random full-size VGGish checkpoint (about 277 MB in tmp)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import vggish_reference
+
+
+@pytest.fixture(scope="session")
+def vggish_files(tmp_path_factory) -> vggish_reference.Files:
+    return vggish_reference.Files(str(tmp_path_factory.mktemp("vggish")))
+
+
+@pytest.fixture(scope="session")
+def embedder(vggish_files):
+    from models import vggish
+
+    return vggish.Embedder.from_files(vggish_files.checkpoint, vggish_files.pca_params)
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory) -> str:
+    """A small exported classifier (single_attention, 32 units, seed 3) with the synthetic class names."""
+    import tf_keras
+
+    from models import exporting, zoo
+    from tfdata import synthetic
+
+    out = tmp_path_factory.mktemp("classifier")
+    labels = out / "class_labels_indices.csv"
+    labels.write_text(synthetic.class_labels().to_csv())
+    tf_keras.utils.set_random_seed(3)
+    model = zoo.build(zoo.ModelConfig(name="single_attention", hidden_units=32))
+    return exporting.export(model, str(out / "saved_model"), str(labels))
+
+
+@pytest.fixture(scope="session")
+def waveform_model_dir(tmp_path_factory, classifier_dir, vggish_files) -> str:
+    """classifier_dir with VGGish in front (serve_waveform), exported through the CLI."""
+    from models import exporting
+
+    out = str(tmp_path_factory.mktemp("waveform") / "saved_model")
+    assert exporting.main(["--audio", classifier_dir, "--vggish_checkpoint", vggish_files.checkpoint,
+                           "--pca_params", vggish_files.pca_params, "--output", out]) == 0
+    return out
