@@ -168,7 +168,9 @@ def test_validate_passes_valid_clips_with_their_side_and_rejects_the_rest():
 def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
     a = _batch([_example(b"x", labels=(1,), start=0.0), _example(b"y", labels=(2,)),
                 _example(b"x", labels=(3,), start=0.0), _example(b"x", labels=(4,), start=10.0)], file=0)
-    b = _batch([_example(b"y", labels=(5,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
+    # y in file 1 repeats y in file 0 with the same labels: a duplicate; x@0 in file 0 row 2 has other
+    # labels than x@0 row 0: a conflicting duplicate (the first copy is kept, the other counted apart)
+    b = _batch([_example(b"y", labels=(2,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
     files = ["f0", "f1"]
     with _TestPipeline() as p:
         out = p | beam.Create([_valid(b), _valid(a)]) | transforms.FindDuplicates(files, num_buckets=3)
@@ -176,12 +178,14 @@ def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
         assert_that(keys, equal_to(core.record_keys(np.array([0, 1]), np.array([2, 0])).tolist()), label="Keys")
         entries = out["rejected"] | beam.FlatMap(
             lambda es: [(e["file"], e["position"], e["video_id"], e["reason"]) for e in es])
-        assert_that(entries, equal_to([("f0", 2, "x", "duplicate"), ("f1", 0, "y", "duplicate")]), label="Entries")
+        assert_that(entries, equal_to([("f0", 2, "x", "conflicting_duplicate"), ("f1", 0, "y", "duplicate")]),
+                    label="Entries")
         total = out["stats"] | transforms.Summarize() | beam.Map(lambda s: (
             s["main_clips"], s["holdout_clips"], np.flatnonzero(s["main"]).tolist(),
             np.flatnonzero(s["holdout"]).tolist(), s["rejected_reasons"]))
         # kept: x@0 (class 1), y (class 2), x@10 (class 4) on the main side, z (class 6) held out
-        assert_that(total, equal_to([(3, 1, [1, 2, 4], [6], {"duplicate": 2})]), label="Stats")
+        assert_that(total, equal_to([(3, 1, [1, 2, 4], [6], {"duplicate": 1, "conflicting_duplicate": 1})]),
+                    label="Stats")
 
 
 def test_find_duplicates_compares_clips_exactly_when_hashes_collide():
