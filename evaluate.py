@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--batch_size must be positive")
         train_counts = None
         if args.train_manifest:
-            with tf.io.gfile.GFile(args.train_manifest) as f:
-                train_counts = np.array(json.load(f)["class_counts"])
+            try:
+                with tf.io.gfile.GFile(args.train_manifest) as f:
+                    train_counts = np.array(json.load(f)["class_counts"])
+            except ValueError as e:  # a truncated or unfinished manifest
+                raise ValueError(f"{args.train_manifest}: not a valid manifest ({e}); rebuild the shards") from None
         names = evaluation.class_names(args.saved_model[0])
         scored = evaluation.score(args.saved_model, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)

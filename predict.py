@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be positive")
+    if args.max_clips is not None and args.max_clips < 1:
+        parser.error("--max_clips must be positive")
+    if args.batch_size < 1:
+        parser.error("--batch_size must be positive")
     try:
         names = evaluation.class_names(args.saved_model)
         scored = evaluation.score([args.saved_model], readers.list_files(args.input), args.batch_size,
