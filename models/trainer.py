@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -48,8 +49,49 @@ class TrainConfig:
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
 
+    def __post_init__(self):
+        problems = validate(self)
+        if problems:
+            raise ConfigError(problems[0])
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def validate(config: TrainConfig) -> list[str]:
+    """What is wrong with the numbers of a configuration, as flag-named messages (empty: nothing)."""
+    m = config.model
+    checks = [
+        (math.isfinite(config.learning_rate) and config.learning_rate > 0, "--learning_rate must be a finite number > 0"),
+        (math.isfinite(m.dropout) and 0 <= m.dropout < 1, "--dropout must be in [0, 1)"),
+        (m.num_heads >= 1, "--num_heads must be at least 1"),
+        (m.hidden_units >= 1 and m.num_layers >= 1, "--hidden_units and --num_layers must be positive"),
+        (math.isfinite(config.mixup) and config.mixup >= 0, "--mixup must be a finite number >= 0 (0: off)"),
+        (math.isfinite(config.ema) and 0 <= config.ema < 1, "--ema must be in [0, 1)"),
+        (config.batch_size >= 1 and config.steps >= 1 and config.steps_per_epoch >= 1,
+         "--batch_size, --steps and --steps_per_epoch must be positive"),
+        (config.snapshots >= 0 and config.cpu_replicas >= 0, "--snapshots and --cpu_replicas must not be negative"),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite: the run stops, nothing is exported."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite (Keras' TerminateOnNaN only
+    stops, and the export would follow); train() then raises TrainingDivergedError."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
 
 
 def check_resume(config: TrainConfig) -> None:
@@ -150,6 +192,10 @@ def train(config: TrainConfig) -> str | None:
                           f"{strategy.num_replicas_in_sync} replicas")
     datasets.read_manifest(config.train_data)  # fails fast with a clear message
     labels_csv = class_labels_path(config)
+    try:  # before the first step, not at export time
+        exporting.check_class_labels(labels_csv)
+    except ValueError as e:
+        raise ConfigError(f"--class_labels: {e}; fix or replace the file") from None
     chief = is_chief(strategy)
     check_resume(config)
     tf.io.gfile.makedirs(config.model_dir)
@@ -177,8 +223,11 @@ def train(config: TrainConfig) -> str | None:
                                               mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
     # BackupAndRestore empties DIR/backup when fit ends: a non-empty one means fit resumes, else starts at epoch 1.
-    resuming = bool(tf.io.gfile.glob(os.path.join(config.model_dir, "backup", "*")))
+    backup = os.path.join(config.model_dir, "backup")  # listed, not globbed: the path is literal
+    resuming = tf.io.gfile.isdir(backup) and bool(tf.io.gfile.listdir(backup))
+    diverged = StopOnNonFiniteLoss()
     callbacks = [
+        diverged,
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(config.model_dir, "checkpoints", "weights-{epoch:04d}.h5"),
                                         save_weights_only=True),
@@ -191,6 +240,10 @@ def train(config: TrainConfig) -> str | None:
     callbacks.append(keras.callbacks.CSVLogger(history, append=resuming))  # per epoch; a resumed run appends
     model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
+    if diverged.bad_step is not None:
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at step {diverged.bad_step}; nothing was exported. Lower "
+            f"--learning_rate (now {config.learning_rate}) and start again with a new --model_dir")
 
     export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
     # Outside any strategy (distributed variables cannot be saved in signatures) and in float32. Every
@@ -211,7 +264,9 @@ def train(config: TrainConfig) -> str | None:
 
 def export_snapshots(config: TrainConfig, labels_csv: str) -> list[str]:
     """Exports the last config.snapshots epoch checkpoints to DIR/snapshots/weights-EEEE (raw weights, no EMA)."""
-    checkpoints = sorted(tf.io.gfile.glob(os.path.join(config.model_dir, "checkpoints", "weights-*.h5")))
+    directory = os.path.join(config.model_dir, "checkpoints")  # listed, not globbed: the path is literal
+    checkpoints = sorted(os.path.join(directory, name) for name in tf.io.gfile.listdir(directory)
+                         if name.startswith("weights-") and name.endswith(".h5"))
     exported = []
     for path in checkpoints[-config.snapshots:]:
         model = zoo.build(config.model)
