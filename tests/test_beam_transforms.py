@@ -379,3 +379,45 @@ def test_iter_tfrecord_frames_reads_small_chunks():
     stream = io.BytesIO(_framed(records))
     assert [(p, r, e) for p, r, e in core.iter_tfrecord_frames(stream, chunk_size=7)] == [
         (i, r, None) for i, r in enumerate(records)]
+
+
+def test_hdf5_batch_checks_times_video_ids_and_label_counts_like_the_reader():
+    x = np.full([6, 10, 128], 7, np.uint8)
+    y = np.zeros([6, 527], bool)
+    y[:, 5] = True
+    y[4, :33] = True  # 33 distinct labels
+    ids = np.array([b"a", b"caf\xe9", b"c", b"d", b"e", b"f"])
+    starts = np.array([0.0, 0.0, np.nan, -1.0, 0.0, np.inf], np.float32)
+    batch = core.hdf5_batch(x, y, ids, None, starts, file=0, begin=0)
+    assert [schema.REASON_CODES[r] for r in batch["reason"]] == [
+        "ok", "bad_video_id", "bad_time", "bad_time", "too_many_labels", "bad_time"]
+    # without a start_time_seconds column the start is unknown (NaN), not bad
+    batch = core.hdf5_batch(x[:1], y[:1], ids[:1], None, None, file=0, begin=0)
+    assert batch["reason"].tolist() == [0] and np.isnan(batch["start_time_seconds"]).all()
+
+
+def test_limit_labels_applies_max_labels_in_both_directions():
+    labels = np.zeros([3, 527], bool)
+    labels[0, :3] = True
+    labels[1, :10] = True
+    labels[2, :40] = True
+    code = schema.REASON_CODES.index("too_many_labels")
+    batch = {"labels": np.packbits(labels, axis=1), "reason": np.array([0, 0, code], np.int32)}
+    assert core.limit_labels(batch, 32) is batch["reason"]
+    assert core.limit_labels(batch, 5).tolist() == [0, code, code]
+    assert core.limit_labels(batch, 64).tolist() == [0, 0, 0]
+    assert batch["reason"].tolist() == [0, 0, code]  # the batch itself is not changed
+
+
+def test_read_hdf5_ignores_groups_beside_the_datasets(tmp_path):
+    import h5py
+
+    synthetic.write_hdf5(synthetic.SyntheticConfig(num_clips=6, seed=2), str(tmp_path / "f.h5"))
+    with h5py.File(tmp_path / "f.h5", "a") as h5:
+        h5.create_group("extra").create_dataset("inside", data=np.zeros(3))
+        del h5["num_frames"]
+        h5.create_group("num_frames")  # a group where an optional dataset would be
+    with _TestPipeline() as p:
+        rows = p | transforms.ReadHdf5([str(tmp_path / "f.h5")], rows_per_range=4) | beam.FlatMap(
+            lambda b: b["reason"].tolist())
+        assert_that(rows, equal_to([0] * 6))

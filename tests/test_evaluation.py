@@ -232,3 +232,18 @@ def test_a_truncated_train_manifest_is_named(tmp_path, exported, synthetic_tfrec
                           "--output_dir", str(tmp_path / "r"), "--train_manifest", str(tmp_path / "manifest.json")]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'manifest.json'}: not a valid manifest" in err and "rebuild" in err and err.count("\n") == 1
+
+
+def test_a_video_id_that_is_not_utf8_is_skipped_and_counted_not_a_crash(tmp_path, exported, synthetic_tfrecords, capsys):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(good))]
+    bad = tf.train.SequenceExample.FromString(records[0])
+    bad.context.feature["video_id"].bytes_list.value[:] = [b"caf\xe9\xff"]
+    with tf.io.TFRecordWriter(str(tmp_path / "ids.tfrecord")) as w:
+        for r in [bad.SerializeToString()] + records:
+            w.write(r)
+    assert predict.main(["--saved_model", exported[0], "--input", str(tmp_path / "ids.tfrecord"),
+                         "--output", str(tmp_path / "p.jsonl")]) == 0
+    captured = capsys.readouterr()
+    assert "bad_video_id': 1" in captured.err
+    assert len(captured.out.splitlines()) == len(records) == len((tmp_path / "p.jsonl").read_text().splitlines())
