@@ -197,6 +197,11 @@ def _existing_outputs(out: str) -> list[str]:
     return found
 
 
+def _ours(entry: str) -> bool:
+    """Whether a top-level name in OUT is one this job writes (with the temporaries of a killed run)."""
+    return entry in OUTPUT_ENTRIES or entry.startswith(("manifest.json.tmp-", LOCK_FILE + "."))
+
+
 def prepare_output(config: BuildConfig, files: list[str]) -> None:
     """Refuses a non-empty OUT (or deletes an earlier output with --overwrite); creates the split dirs."""
     out = config.out
@@ -207,7 +212,7 @@ def prepare_output(config: BuildConfig, files: list[str]) -> None:
     if existing and not config.overwrite:
         raise UsageError(f"{out} is not empty ({len(existing)} files); choose an empty directory or pass --overwrite")
     if existing:
-        foreign = [p for p in existing if p[len(out) + 1:].split("/")[0] not in OUTPUT_ENTRIES]
+        foreign = [p for p in existing if not _ours(p[len(out) + 1:].split("/")[0])]
         if foreign:
             raise UsageError(f"--overwrite refused: {out} holds files this job did not write, e.g. {foreign[0]}")
         if "://" in out:

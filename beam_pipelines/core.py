@@ -464,7 +464,7 @@ def kept_stats(part: dict, duplicate: np.ndarray, conflicting: np.ndarray | None
 def rejection(file_name: str, position: int, video_id: bytes | None, reason: str, detail: str | None = None) -> dict:
     entry = {"file": file_name, "position": int(position), "reason": reason}
     if video_id:
-        entry["video_id"] = video_id.decode(errors="replace")
+        entry["video_id"] = video_id.decode(errors="backslashreplace")  # a bad_video_id stays identifiable
     if detail:
         entry["detail"] = detail
     return entry

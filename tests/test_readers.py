@@ -209,3 +209,23 @@ def test_an_hdf5_file_that_cannot_be_used_is_named(tmp_path, problem, message):
 def test_hdf5_num_frames_stored_as_whole_floats_is_accepted(tmp_path):
     _research_h5(tmp_path / "f.h5", num_frames=np.array([10.0, 9.0, 1.0]))
     assert readers.hdf5_datasets(str(tmp_path / "f.h5"))["num_frames"][0] == (3,)
+
+
+def test_file_problem_names_an_unreadable_file(tmp_path, monkeypatch):
+    """chmod 000 does not stop root (these tests run as root), so the refusal is simulated."""
+    import builtins
+
+    path = tmp_path / "locked.tfrecord"
+    path.write_bytes(b"")
+    assert readers.file_problem(str(path)) is None
+    real_open = builtins.open
+
+    def open_(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    assert readers.file_problem(str(path)) == "cannot be read (Permission denied)"
+    with pytest.raises(ValueError, match="locked.tfrecord: cannot be read .Permission denied.; remove it"):
+        readers.check_tfrecord_files([str(path)])
