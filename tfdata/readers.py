@@ -73,9 +73,10 @@ def tfrecord_length_problem(path: str) -> tuple[int, str] | None:
     TFRecords checks here first. One seek per record; *.gz files are decompressed to check them."""
     import gzip
 
-    with tf.io.gfile.GFile(path, "rb") as raw:
+    local = "://" not in path
+    with open(path, "rb") if local else tf.io.gfile.GFile(path, "rb") as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
-        size = None if path.endswith(".gz") else raw.size()
+        size = None if path.endswith(".gz") else os.fstat(raw.fileno()).st_size if local else raw.size()
         at, position = 0, 0
         while True:
             header = f.read(12)
@@ -83,12 +84,14 @@ def tfrecord_length_problem(path: str) -> tuple[int, str] | None:
                 return None  # end of file, or a truncated header: the readers report that themselves
             (length,) = struct.unpack_from("<Q", header)
             end = at + 12 + length + 4
-            left = None if size is None else size - at - 12
-            if size is not None and end > size or size is None and f.seek(length + 4, 1) != end:
-                left = "fewer" if left is None else left
+            if size is None:  # gzip: a forward seek stops at the end of the data
+                fits, left = f.seek(length + 4, 1) == end, "fewer"
+            else:
+                fits, left = end <= size, size - at - 12
+            if not fits:
                 return position, f"record {position} claims {length} bytes, {left} left in the file"
             if size is not None:
-                f.seek(end)
+                f.seek(end)  # GFile cannot seek past the end: only after the check
             at, position = end, position + 1
 
 
