@@ -405,3 +405,15 @@ def test_a_full_disk_while_the_manifest_is_written_leaves_no_manifest(tmp_path, 
     with pytest.raises(datasets.ShardsError, match="no manifest.json"):
         datasets.read_manifest(str(out))
     assert not (out / build_shards.LOCK_FILE).exists()  # a failed run releases its lock
+
+
+@pytest.mark.slow
+def test_max_labels_lifts_or_tightens_the_label_limit_in_the_job(tmp_path):
+    data = _small_input(tmp_path / "in", n=4)
+    with tf.io.TFRecordWriter(str(tmp_path / "in" / "many.tfrecord")) as w:
+        w.write(_sequence_example(video_id=b"labels33000", labels=range(33)))  # 33 distinct: over the default
+        w.write(_sequence_example(video_id=b"labels05000", labels=[1, 2, 3, 4, 5] * 20))  # 5 distinct
+    lifted = _build(tmp_path / "lifted", data, "--max_labels", "40")
+    assert lifted["written_clips"] == 6 and lifted["rejected"] == 0
+    tightened = _build(tmp_path / "tight", data, "--max_labels", "4")
+    assert tightened["written_clips"] == 4 and tightened["rejected_reasons"]["too_many_labels"] == 2
