@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         saved_models = [evaluation.resolve_saved_model(p) for p in args.saved_model]
         train_counts = None
         if args.train_manifest:
-            with tf.io.gfile.GFile(args.train_manifest) as f:
-                train_counts = np.array(json.load(f)["class_counts"])
+            try:
+                with tf.io.gfile.GFile(args.train_manifest) as f:
+                    train_counts = np.array(json.load(f)["class_counts"])
+            except ValueError as e:  # a truncated or unfinished manifest
+                raise ValueError(f"{args.train_manifest}: not a valid manifest ({e}); rebuild the shards") from None
         names = evaluation.class_names(saved_models[0])
         scored = evaluation.score(saved_models, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)

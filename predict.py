@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top_k must be positive")
+    if args.max_clips is not None and args.max_clips < 1:
+        parser.error("--max_clips must be positive")
+    if args.batch_size < 1:
+        parser.error("--batch_size must be positive")
     audio = next(((p, k) for p in args.input.split(",") if (k := looks_like_audio(p.strip()))), None)
     if audio:
         print(f"error: {audio[0]} looks like a sound file ({audio[1]}), not AudioSet embeddings (TFRecords); "

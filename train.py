@@ -12,7 +12,7 @@ import argparse
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-from models.config import MODEL_NAMES, ModelConfig, TrainConfig  # no TensorFlow: --help is fast
+from models.config import MODEL_NAMES, ConfigError, ModelConfig, TrainConfig  # no TensorFlow: --help is fast
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
@@ -51,14 +51,14 @@ def parse_args(argv: list[str]) -> TrainConfig:
     p.add_argument("--input_batchnorm", action="store_true", help="BatchNorm on the input embeddings")
     p.add_argument("--num_heads", type=int, default=m.num_heads, help="heads of multi_head_attention")
     a = p.parse_args(argv)
-    for name in ("batch_size", "steps", "steps_per_epoch", "hidden_units", "num_layers"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name} must be positive")
-    if not 0 <= a.ema < 1:
-        p.error("--ema must be in [0, 1)")
-    if a.mixup < 0 or a.snapshots < 0:
-        p.error("--mixup and --snapshots must not be negative")
     model = ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
+    try:  # TrainConfig validates every number (models.config.validate)
+        return _config(a, model)
+    except ConfigError as e:
+        p.error(str(e))
+
+
+def _config(a: argparse.Namespace, model: ModelConfig) -> TrainConfig:
     return TrainConfig(
         train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.model.name not in zoo.REGISTRY:
             raise zoo.UnknownModelError(f"unknown model {config.model.name!r}; known models: {', '.join(zoo.REGISTRY)}")
         export_dir = trainer.train(config)
-    except (trainer.ConfigError, zoo.UnknownModelError, datasets.ShardsError, FileNotFoundError) as e:
+    except (trainer.ConfigError, trainer.TrainingDivergedError, zoo.UnknownModelError, datasets.ShardsError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  TensorFlow errors from bad data: one line, not a trace

@@ -25,11 +25,18 @@ by going through its clips again in a fresh order (rare classes repeat, as the r
 balanced sampler repeats them), and the last block is filled by continuing that cycle. A class gets
 one file per --blocks_per_file blocks. Multi-label clips are stored once per label.
 
-Completion: manifest.json is the last file written and carries "complete": true. A run killed part
-way leaves no manifest, and the readers (tfdata.datasets.read_manifest, evaluate.py) refuse a
-directory without a complete manifest of this schema version. OUT must be empty or absent; with
---overwrite an earlier output of this job is deleted first (a directory holding anything else is
-refused). The same input and options give byte-identical shards on every runner.
+Completion: manifest.json is the last file written (under a temporary name, then renamed) and carries
+"complete": true. A run killed part way leaves no manifest, and the readers (tfdata.datasets.read_manifest,
+evaluate.py) refuse a directory without a complete manifest of this schema version. OUT must be empty
+or absent; with --overwrite an earlier output of this job is deleted first (a directory holding
+anything else is refused). OUT is a literal path (glob characters in it are plain characters), and
+it may not be matched by --input. A run holds OUT/.build_shards.lock (created atomically, holding its
+pid and host) from before it looks at OUT until it ends: a second run into the same OUT refuses, and
+a lock left by a killed run is reported as stale (--overwrite takes it over). Object-store outputs
+(gs://) are not locked. The same input and options give byte-identical shards on every runner.
+
+Input paths that are not readable regular files (directory, FIFO, socket, dangling symlink, symlink
+loop, unreadable file) are never opened: each counts as one input record rejected `unreadable_file`.
 
 Runs on Beam's DirectRunner by default (see DEFAULT_DIRECT_OPTIONS); pass ordinary pipeline options
 for Dataflow, Flink or Spark (BUILD.md). All file I/O goes through Beam's FileSystems or tf.io.gfile,
@@ -42,13 +49,21 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
+import socket
 import sys
+import time
+import uuid
+
+from tfdata import schema
 
 # Beam, TensorFlow and the transforms are imported where they are used: --help does not wait for them.
+
 # Chosen by measurement on 2 cores (BUILD.md, "Beam runner modes"); only used when the pipeline
 # options name no runner (or the DirectRunner) and no running mode.
 DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
-OUTPUT_ENTRIES = ("manifest.json", "train", "eval", "holdout", "rejected", "_tmp")
+LOCK_FILE = ".build_shards.lock"
+OUTPUT_ENTRIES = ("manifest.json", "train", "eval", "holdout", "rejected", "_tmp", LOCK_FILE)
 SPILL_DIR = "_tmp"  # OUT/_tmp: shuffled clip parts, deleted before the manifest is written
 
 
@@ -68,6 +83,7 @@ class BuildConfig:
     shuffle_values: str = "files"  # or "beam": clip parts go through Beam's shuffle themselves
     seed: int = 0
     overwrite: bool = False
+    max_labels: int = schema.MAX_LABELS  # clips with more distinct labels are rejected too_many_labels
 
     @property
     def main_split(self) -> str:
@@ -101,6 +117,7 @@ def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
                             ("blocks_per_file", "blocks of a class per file"),
                             ("num_plain_shards", "files of a plain split"),
                             ("records_per_batch", "records parsed per vectorized call"),
+                            ("max_labels", "reject clips with more distinct labels than this (too_many_labels)"),
                             ("dedup_buckets", "parallelism of deduplication"),
                             ("buffer_mb", "MB of clips each grouping step buffers per worker thread")):
         parser.add_argument(f"--{name}", type=int, default=getattr(BuildConfig, name), help=help_text)
@@ -113,11 +130,13 @@ def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
     if not 0.0 <= known.holdout_fraction < 1.0:
         parser.error("--holdout_fraction must be in [0, 1)")
     for name in ("block_size", "min_blocks_per_class", "blocks_per_file", "num_plain_shards",
-                 "records_per_batch", "dedup_buckets", "buffer_mb"):
+                 "records_per_batch", "dedup_buckets", "buffer_mb", "max_labels"):
         if getattr(known, name) < 1:
             parser.error(f"--{name} must be positive")
     if known.block_size > 255 * 255:
         parser.error("--block_size is too large")
+    if known.max_labels > schema.NUM_CLASSES:
+        parser.error(f"--max_labels must be at most {schema.NUM_CLASSES}")
     return BuildConfig(**vars(known)), pipeline_args
 
 
@@ -134,51 +153,151 @@ def pipeline_options(pipeline_args: list[str]):
     return options
 
 
-def input_files(pattern: str) -> tuple[list[str], list[int], bool]:
-    """Sorted input files, their sizes, and whether they are HDF5. Fails fast when nothing matches."""
+def input_files(pattern: str, output_dir: str | None = None) -> tuple[list[str], list[int], bool, list[dict]]:
+    """Sorted readable input files, their sizes, whether they are HDF5, and an `unreadable_file`
+    dead-letter entry per matched path that is not a readable regular file (never opened).
+    Fails fast when nothing matches or when the pattern matches output_dir or files in it."""
     from apache_beam.io import filesystems
 
+    from beam_pipelines import core
     from tfdata import readers
 
-    files = readers.list_files(pattern)  # FileNotFoundError naming the pattern
+    matched = readers.list_files(pattern)  # FileNotFoundError naming the pattern
+    if output_dir:
+        out = output_dir.rstrip("/")
+        local_out = os.path.realpath(out) if "://" not in out else None
+        inside = [f for f in matched if f.rstrip("/") == out or f.startswith(out + "/") or (
+            local_out and "://" not in f and (os.path.realpath(f) + os.sep).startswith(local_out + os.sep))]
+        if inside:
+            raise UsageError(f"--input {pattern!r} matches the output directory or files in it ({inside[0]}); "
+                             "narrow the glob or choose an --output_dir outside it (nothing was deleted)")
+    unreadable, files = [], []
+    for f in matched:
+        problem = readers.file_problem(f)
+        if problem:
+            unreadable.append(core.rejection(f, 0, None, "unreadable_file", problem))
+        else:
+            files.append(f)
     hdf5 = [f.endswith((".h5", ".hdf5")) for f in files]
     if any(hdf5) and not all(hdf5):
         raise UsageError(f"--input {pattern!r} mixes HDF5 and TFRecord files")
     sizes = {}
-    for result in filesystems.FileSystems.match([p.strip() for p in pattern.split(",")]):
-        sizes.update((m.path, m.size_in_bytes) for m in result.metadata_list)
-    missing = [f for f in files if f not in sizes]
-    if missing:
-        for result in filesystems.FileSystems.match(missing):
+    if "://" in pattern:
+        for result in filesystems.FileSystems.match([p.strip() for p in pattern.split(",")]):
             sizes.update((m.path, m.size_in_bytes) for m in result.metadata_list)
-    return files, [sizes.get(f, 1 << 20) for f in files], all(hdf5)
+    else:
+        sizes = {f: os.path.getsize(f) for f in files}
+    return files, [sizes.get(f, 1 << 20) for f in files], bool(files) and all(hdf5), unreadable
+
+
+def _existing_outputs(out: str) -> list[str]:
+    """Files under OUT, found literally (OUT's name may hold glob characters), without the lock."""
+    if "://" in out:
+        from apache_beam.io import filesystems
+
+        from beam_pipelines import core
+
+        return [m.path for m in filesystems.FileSystems.match([core._literal(out) + "/**"])[0].metadata_list]
+    found = []
+    for root, dirs, names in os.walk(out):
+        found += [os.path.join(root, n) for n in names if not (root == out and n == LOCK_FILE)]
+    return found
+
+
+def _ours(entry: str) -> bool:
+    """Whether a top-level name in OUT is one this job writes (with the temporaries of a killed run)."""
+    return entry in OUTPUT_ENTRIES or entry.startswith(("manifest.json.tmp-", LOCK_FILE + "."))
 
 
 def prepare_output(config: BuildConfig, files: list[str]) -> None:
     """Refuses a non-empty OUT (or deletes an earlier output with --overwrite); creates the split dirs."""
-    from apache_beam.io import filesystems
-
     from beam_pipelines import core
 
     out = config.out
-    if "://" not in out and (os.path.exists(out) and not os.path.isdir(out)):
-        raise UsageError(f"--output_dir {out} is a file, not a directory; choose a new directory")
-    if "://" not in out and not os.path.isdir(out) and _existing_file_above(out):
-        raise UsageError(f"--output_dir {out}: {_existing_file_above(out)} is a file, not a directory")
     if any(os.path.abspath(f).startswith(os.path.abspath(out) + os.sep) for f in files if "://" not in f) or any(
             f.startswith(out + "/") for f in files):
         raise UsageError(f"--input files lie inside --output_dir {out}")
-    existing = [m.path for m in filesystems.FileSystems.match([out + "/**"])[0].metadata_list]
+    existing = _existing_outputs(out)
     if existing and not config.overwrite:
         raise UsageError(f"{out} is not empty ({len(existing)} files); choose an empty directory or pass --overwrite")
     if existing:
-        foreign = [p for p in existing if p[len(out) + 1:].split("/")[0] not in OUTPUT_ENTRIES]
+        foreign = [p for p in existing if not _ours(p[len(out) + 1:].split("/")[0])]
         if foreign:
             raise UsageError(f"--overwrite refused: {out} holds files this job did not write, e.g. {foreign[0]}")
-        core.delete_tree(out)
+        if "://" in out:
+            core.delete_tree(out)
+        else:  # everything but the lock this run holds
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                if name != LOCK_FILE:
+                    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
     if "://" not in out:
         for name in (config.main_split, "holdout", "rejected"):
             os.makedirs(os.path.join(out, name), exist_ok=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (Linux /proc), to tell a live lock holder from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder_alive(holder: dict) -> bool | None:
+    """Whether the process that wrote a lock still runs: True, False, or None (another host: unknown)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return None
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    started = _process_start(holder["pid"])
+    return started is None or holder.get("process_start") in (None, started)
+
+
+def acquire_lock(config: BuildConfig) -> str | None:
+    """Creates OUT/.build_shards.lock atomically (a hard link of a complete file), or raises UsageError:
+    OUT is used by a live run, or holds a stale lock of a killed run (taken over with --overwrite)."""
+    out = config.out
+    if "://" in out:
+        return None
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_FILE)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}"
+    with open(tmp, "w") as f:
+        json.dump(holder, f)
+    try:
+        for _ in range(2):
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                pass
+            try:
+                with open(path) as f:
+                    held = json.load(f)
+            except (OSError, ValueError):
+                held = {}
+            who = f"pid {held.get('pid', '?')} on {held.get('host', '?')}, started {held.get('started', '?')}"
+            alive = _holder_alive(held)
+            if alive is not False:
+                state = "another build_shards run" if alive else "a build_shards run on another host (or unknown)"
+                raise UsageError(f"{out} is locked by {state} ({who}); wait for it to finish or choose another "
+                                 f"--output_dir (if no run uses it, delete {path})")
+            if not config.overwrite:
+                raise UsageError(f"{out} is not empty: it holds a stale lock {path} of a build_shards run that "
+                                 f"was killed ({who}); pass --overwrite to replace that run's output")
+            print(f"warning: taking over the stale lock {path} of a killed run ({who})", file=sys.stderr)
+            os.unlink(path)
+        raise UsageError(f"{out} is locked by another build_shards run that started just now")
+    finally:
+        os.unlink(tmp)
 
 
 def _existing_file_above(path: str) -> str | None:
@@ -189,21 +308,23 @@ def _existing_file_above(path: str) -> str | None:
     return parent if parent and not os.path.isdir(parent) else None
 
 
-def build_pipeline(pipeline, config: BuildConfig, files: list[str], sizes: list[int], hdf5: bool, args: dict) -> None:
+def build_pipeline(pipeline, config: BuildConfig, files: list[str], sizes: list[int],
+                   hdf5: bool, args: dict, unreadable_files: list[dict] = ()) -> None:
     """The job's graph: Read -> Parse -> Validate -> Deduplicate / Write* -> Summarize -> WriteManifest."""
     import apache_beam as beam
 
     from beam_pipelines import transforms
 
     out = config.out
+    not_files = pipeline | "UnreadableFiles" >> beam.Create(list(unreadable_files))
     if hdf5:
         clips = pipeline | "ReadHdf5" >> transforms.ReadHdf5(files, config.records_per_batch)
-        unreadable = pipeline | "NoUnreadableData" >> beam.Create([])
+        unreadable = not_files
     else:
         read = pipeline | "ReadTFRecords" >> transforms.ReadTFRecords(files, sizes, config.records_per_batch)
         clips = read["batches"] | "Parse" >> transforms.ParseRecords()
-        unreadable = read["unreadable"]
-    checked = clips | "Validate" >> transforms.Validate(files, config.holdout_fraction)
+        unreadable = (read["unreadable"], not_files) | "AllUnreadable" >> beam.Flatten()
+    checked = clips | "Validate" >> transforms.Validate(files, config.holdout_fraction, config.max_labels)
     spill, buffer = config.spill_dir, config.buffer_mb << 20
     dedup = checked["valid"] | "Deduplicate" >> transforms.FindDuplicates(files, config.dedup_buckets, spill, buffer)
     to_write = (checked["valid"], dedup["duplicates"])
@@ -233,6 +354,8 @@ def build_pipeline(pipeline, config: BuildConfig, files: list[str], sizes: list[
 def _unreadable_stats(entry: dict) -> dict:
     from beam_pipelines import core
 
+    from beam_pipelines import core
+
     stats = core.empty_stats()
     stats["input_records"], stats["rejected_reasons"] = 1, {entry["reason"]: 1}
     return stats
@@ -240,29 +363,60 @@ def _unreadable_stats(entry: dict) -> dict:
 
 def run(argv: list[str] | None = None) -> dict:
     """Runs the job and returns the manifest. Raises UsageError before writing anything when the
-    input matches nothing, an HDF5 file has another layout, or the output directory is not empty."""
+    input matches nothing (or matches OUT), an HDF5 file has another layout, OUT is not empty, is
+    locked by another run, or cannot be written."""
     config, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     import apache_beam as beam
     from apache_beam.io import filesystems
 
     from beam_pipelines import transforms
 
+    out = config.out
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output_dir {out} is a file, not a directory; choose a new directory")
+    if "://" not in out and not os.path.isdir(out) and _existing_file_above(out):
+        raise UsageError(f"--output_dir {out}: {_existing_file_above(out)} is a file, not a directory")
     try:
-        files, sizes, hdf5 = input_files(config.input)
+        files, sizes, hdf5, unreadable = input_files(config.input, config.out)
         if hdf5:
             transforms.hdf5_row_ranges(files, config.records_per_batch)  # checks every layout before writing
     except (FileNotFoundError, ValueError, OSError) as e:  # no match; an HDF5 file of another layout
         raise UsageError(str(e)) from e
-    prepare_output(config, files)
-    options = pipeline_options(pipeline_args)
-    args = dataclasses.asdict(config) | {
-        "input_files": len(files), "input_format": "hdf5" if hdf5 else "tfrecord",
-        "pipeline_args": pipeline_args,
-        "pipeline_options": {k: v for k, v in options.get_all_options(drop_default=True).items()}}
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, config, files, sizes, hdf5, json.loads(json.dumps(args, default=str)))
-    with filesystems.FileSystems.open(f"{config.out}/manifest.json") as f:
-        return json.loads(f.read())
+    created = "://" not in config.out and not os.path.lexists(config.out)
+    lock = None
+    try:
+        lock = acquire_lock(config)
+        prepare_output(config, files)
+    except UsageError:
+        _release(lock, config.out if created else None)
+        raise
+    except OSError as e:  # read-only or full disk, a file where a directory should be
+        _release(lock, config.out if created else None)
+        raise UsageError(f"cannot write to --output_dir {config.out}: {e.strerror or e}") from e
+    try:
+        options = pipeline_options(pipeline_args)
+        args = dataclasses.asdict(config) | {
+            "input_files": len(files) + len(unreadable), "input_format": "hdf5" if hdf5 else "tfrecord",
+            "pipeline_args": pipeline_args,
+            "pipeline_options": {k: v for k, v in options.get_all_options(drop_default=True).items()}}
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, config, files, sizes, hdf5, json.loads(json.dumps(args, default=str)),
+                           unreadable)
+        with filesystems.FileSystems.open(f"{config.out}/manifest.json") as f:
+            return json.loads(f.read())
+    finally:
+        _release(lock, None)
+
+
+def _release(lock: str | None, created_dir: str | None) -> None:
+    """Removes this run's lock, and OUT itself when this run created it and wrote nothing else."""
+    if lock:
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+    if created_dir and not _existing_outputs(created_dir):
+        shutil.rmtree(created_dir, ignore_errors=True)
 
 
 def summary(manifest: dict) -> str:

@@ -29,7 +29,7 @@ import struct
 
 import numpy as np
 
-from tfdata import schema
+from tfdata import fileio, schema
 
 OK = schema.REASON_CODES.index(schema.OK)
 
@@ -109,6 +109,9 @@ def record_keys(file: np.ndarray, position: np.ndarray) -> np.ndarray:
     return file.astype(np.int64) * (1 << 40) + position.astype(np.int64)
 
 
+write_atomically = fileio.write_atomically
+
+
 def delete_tree(path: str) -> None:
     """Deletes a directory and everything under it (local, or a gs:// prefix through Beam's FileSystems)."""
     from apache_beam.io import filesystems
@@ -117,7 +120,7 @@ def delete_tree(path: str) -> None:
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
-    elif filesystems.FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list:
+    elif filesystems.FileSystems.match([_literal(path.rstrip("/")) + "/**"])[0].metadata_list:
         filesystems.FileSystems.delete([path.rstrip("/") + "/"])
 
 
@@ -140,31 +143,41 @@ def read_tfrecord_file(path: str):
     from apache_beam.io import filesystems
     from tensorflow.python.util import deprecation
 
+    from tfdata import readers
+
     position = 0
-    options = tf.io.TFRecordOptions(compression_type="GZIP" if path.endswith(".gz") else "")
-    try:
-        with deprecation.silence():
-            records = tf.compat.v1.io.tf_record_iterator(path, options)
-        for record in records:
-            yield position, record, None
-            position += 1
-        return
-    except tf.errors.OpError:  # DataLossError: bad CRC, truncated record; or a file that is not framed
-        pass
+    if readers.tfrecord_length_problem(path) is None:  # TensorFlow's reader trusts length fields
+        options = tf.io.TFRecordOptions(compression_type="GZIP" if path.endswith(".gz") else "")
+        try:
+            with deprecation.silence():
+                records = tf.compat.v1.io.tf_record_iterator(path, options)
+            for record in records:
+                yield position, record, None
+                position += 1
+            return
+        except tf.errors.OpError:  # DataLossError: bad CRC, truncated record; or a file that is not framed
+            pass
+    size = None if path.endswith(".gz") else filesystems.FileSystems.match([_literal(path)])[0].metadata_list[0].size_in_bytes
     with filesystems.FileSystems.open(path) as f:
-        for at, record, problem in iter_tfrecord_frames(f):
+        for at, record, problem in iter_tfrecord_frames(f, size=size):
             if at >= position:
                 yield at, record, problem
 
 
-def iter_tfrecord_frames(f, chunk_size: int = 16 << 20):
-    """Yields (position, record, problem) for each record of an open TFRecord stream.
+def _literal(path: str) -> str:
+    """A path as a FileSystems.match pattern that matches only itself (glob characters escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def iter_tfrecord_frames(f, chunk_size: int = 16 << 20, size: int | None = None):
+    """Yields (position, record, problem) for each record of an open TFRecord stream of `size` bytes.
 
     problem is None for a good record; "record data CRC mismatch" for a record whose data is
     corrupt (reading goes on: its length field was intact); otherwise the rest of the stream
-    cannot be framed (truncated record, corrupt length) and the last item reports it.
+    cannot be framed (truncated record, corrupt length, a length that overruns the file) and the
+    last item reports it. Reads at most chunk_size bytes at a time, whatever a length field claims.
     """
-    buf, off, position = b"", 0, 0
+    buf, off, position, consumed = b"", 0, 0, 0
 
     def ensure(n: int) -> bool:
         nonlocal buf, off
@@ -173,7 +186,7 @@ def iter_tfrecord_frames(f, chunk_size: int = 16 << 20):
         pieces = [buf[off:]]
         have = len(pieces[0])
         while have < n:
-            piece = f.read(max(chunk_size, n - have))
+            piece = f.read(chunk_size)
             if not piece:
                 break
             pieces.append(piece)
@@ -190,6 +203,10 @@ def iter_tfrecord_frames(f, chunk_size: int = 16 << 20):
         if _masked_crc(buf[off:off + 8]) != length_crc:
             yield position, None, "corrupt record length (not a TFRecord file?): rest of file unreadable"
             return
+        if size is not None and consumed + 16 + length > size:
+            yield position, None, (f"record length claims {length} bytes, {size - consumed - 12} left in the file: "
+                                   "rest of file unreadable")
+            return
         if not ensure(12 + length + 4):
             yield position, None, "truncated record: rest of file unreadable"
             return
@@ -200,6 +217,7 @@ def iter_tfrecord_frames(f, chunk_size: int = 16 << 20):
         else:
             yield position, data, None
         off += 16 + length
+        consumed += 16 + length
         position += 1
 
 
@@ -252,15 +270,20 @@ def hdf5_batch(x: np.ndarray, y: np.ndarray, video_ids: np.ndarray, num_frames: 
         nonzero = x.any(axis=2)  # [N, 10]
         num_frames = (np.arange(1, schema.NUM_FRAMES + 1) * nonzero).max(axis=1)  # [N]
     num_frames = np.asarray(num_frames, np.int64)
+    # Without the column the start time is unknown (NaN) and fine; a stored NaN, inf or negative is bad_time.
+    bad_time = np.zeros(n, bool) if starts is None else ~(np.isfinite(starts) & (np.asarray(starts) >= 0))
     starts = np.full(n, np.nan, np.float32) if starts is None else np.asarray(starts, np.float32)
     video_ids = _object_array([bytes(v) for v in video_ids])
     labels = np.asarray(y).astype(bool)
     reason = np.zeros(n, np.int32)
-    checks = [  # (reason, failed), in order of precedence
+    checks = [  # (reason, failed), in order of precedence (readers.parse_sequence_examples)
         ("missing_video_id", np.array([len(v) == 0 for v in video_ids], bool)),
+        ("bad_video_id", ~utf8_valid(video_ids)),
         ("missing_labels", ~labels.any(axis=1)),
         ("no_frames", num_frames <= 0),
         ("too_many_frames", num_frames > schema.NUM_FRAMES),
+        ("bad_time", bad_time),
+        ("too_many_labels", labels.sum(axis=1) > schema.MAX_LABELS),  # last: see limit_labels
     ]
     for name, failed in reversed(checks):
         reason[failed] = schema.REASON_CODES.index(name)
@@ -278,6 +301,36 @@ def hdf5_batch(x: np.ndarray, y: np.ndarray, video_ids: np.ndarray, num_frames: 
     }
     batch["uid"], batch["video_hash"] = hashes(batch["video_id"], batch["start_time_seconds"])
     return batch
+
+
+def utf8_valid(video_ids) -> np.ndarray:
+    """bool [N]: which byte strings are valid UTF-8 (one decode when all are: NUL never ends a
+    multi-byte sequence, so the NUL-joined bytes decode iff every part does)."""
+    try:
+        b"\0".join(video_ids).decode("utf-8")
+        return np.ones(len(video_ids), bool)
+    except UnicodeDecodeError:
+        pass
+    ok = np.ones(len(video_ids), bool)
+    for i, v in enumerate(video_ids):
+        try:
+            v.decode("utf-8")
+        except UnicodeDecodeError:
+            ok[i] = False
+    return ok
+
+
+def limit_labels(batch: dict, max_labels: int) -> np.ndarray:
+    """The batch's reasons under --max_labels: a valid clip with more distinct labels is too_many_labels;
+    one the reader marked too_many_labels (schema.MAX_LABELS, checked last) with at most max_labels is valid."""
+    if max_labels == schema.MAX_LABELS:
+        return batch["reason"]
+    count = unpack_labels(batch["labels"]).sum(axis=1)
+    code = schema.REASON_CODES.index("too_many_labels")
+    reason = batch["reason"].copy()
+    reason[(reason == OK) & (count > max_labels)] = code
+    reason[(reason == code) & (count <= max_labels)] = OK
+    return reason
 
 
 def canonical_records(part: dict) -> np.ndarray:
@@ -334,34 +387,38 @@ def unpack_labels(packed: np.ndarray) -> np.ndarray:
 DEDUP_COLUMNS = ("uid", "file", "position", "video_id", "start_time_seconds", "labels", "holdout")
 
 
-def find_duplicates(part: dict) -> np.ndarray:
+def find_duplicates(part: dict, conflicts: bool = False):
     """Rows that repeat an earlier clip (same video_id and start time), earlier by (file, position).
 
     Rows are grouped by uid (a 64-bit hash); only rows that share a uid are compared exactly, so a
-    hash collision between different clips never loses one. Returns bool [N].
+    hash collision between different clips never loses one. Returns bool [N]; with conflicts, also
+    bool [N]: the duplicates whose labels differ from the copy that is kept (conflicting_duplicate).
     """
     n = num_rows(part)
-    duplicate = np.zeros(n, bool)
+    duplicate, conflicting = np.zeros(n, bool), np.zeros(n, bool)
+    result = (duplicate, conflicting) if conflicts else duplicate
     if n < 2:
-        return duplicate
+        return result
     order = np.lexsort((part["position"], part["file"], part["uid"]))
     uid = part["uid"][order]
     same = np.flatnonzero(uid[1:] == uid[:-1])  # order[same[j] + 1] shares its uid with the row before
     if len(same) == 0:
-        return duplicate
-    starts = part["start_time_seconds"]
+        return result
+    starts, labels = part["start_time_seconds"], part.get("labels")
     run_starts = same[np.r_[True, same[1:] != same[:-1] + 1]]
     for begin in run_starts.tolist():
         end = begin + 1
         while end < n and uid[end] == uid[begin]:
             end += 1
-        seen = set()
+        kept = {}
         for row in order[begin:end].tolist():
             key = clip_key(part["video_id"][row], float(starts[row]))
-            if key in seen:
+            if key in kept:
                 duplicate[row] = True
-            seen.add(key)
-    return duplicate
+                conflicting[row] = labels is not None and not np.array_equal(labels[row], labels[kept[key]])
+            else:
+                kept[key] = row
+    return result
 
 
 # --- Accounting. -----------------------------------------------------------------------------------
@@ -386,8 +443,9 @@ def reason_counts(reasons: np.ndarray) -> dict:
     return {schema.REASON_CODES[r]: int(n) for r, n in enumerate(counts) if r != OK and n}
 
 
-def kept_stats(part: dict, duplicate: np.ndarray) -> dict:
-    """Stats of the distinct clips of a dedup part (and the duplicates it rejects)."""
+def kept_stats(part: dict, duplicate: np.ndarray, conflicting: np.ndarray | None = None) -> dict:
+    """Stats of the distinct clips of a dedup part (and the duplicates it rejects; `conflicting`
+    ones, whose labels differ from the kept copy, as conflicting_duplicate)."""
     kept = ~duplicate
     holdout = part["holdout"] & kept
     main = ~part["holdout"] & kept
@@ -396,14 +454,17 @@ def kept_stats(part: dict, duplicate: np.ndarray) -> dict:
     stats["holdout"] = unpack_labels(part["labels"][holdout]).sum(axis=0, dtype=np.int64)
     stats["main_clips"], stats["holdout_clips"] = int(main.sum()), int(holdout.sum())
     if duplicate.any():
-        stats["rejected_reasons"] = {"duplicate": int(duplicate.sum())}
+        conflicting = np.zeros_like(duplicate) if conflicting is None else conflicting
+        stats["rejected_reasons"] = {name: n for name, n in (
+            ("duplicate", int((duplicate & ~conflicting).sum())),
+            ("conflicting_duplicate", int(conflicting.sum()))) if n}
     return stats
 
 
 def rejection(file_name: str, position: int, video_id: bytes | None, reason: str, detail: str | None = None) -> dict:
     entry = {"file": file_name, "position": int(position), "reason": reason}
     if video_id:
-        entry["video_id"] = video_id.decode(errors="replace")
+        entry["video_id"] = video_id.decode(errors="backslashreplace")  # a bad_video_id stays identifiable
     if detail:
         entry["detail"] = detail
     return entry

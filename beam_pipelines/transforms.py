@@ -168,7 +168,7 @@ class _ReadHdf5Range(beam.DoFn):
         path = self._files[index]
         source = filesystems.FileSystems.open(path) if "://" in path else open(path, "rb")
         with source as f, h5py.File(f, "r") as h5:
-            columns = [h5[name][begin:end] if name in h5 else None for name in (
+            columns = [h5[name][begin:end] if isinstance(h5.get(name), h5py.Dataset) else None for name in (
                 schema.H5_EMBEDDING, schema.H5_LABELS, schema.H5_VIDEO_ID, schema.H5_NUM_FRAMES, schema.H5_START_TIME)]
         _counter("input_records").inc(end - begin)
         yield core.hdf5_batch(*columns, file=index, begin=begin)
@@ -191,13 +191,14 @@ class ReadHdf5(beam.PTransform):
 # --- Validation and splits --------------------------------------------------------------------------
 
 class _Validate(beam.DoFn):
-    def __init__(self, files: list[str], holdout_fraction: float):
-        self._files, self._threshold = files, np.uint64(0)
+    def __init__(self, files: list[str], holdout_fraction: float, max_labels: int = schema.MAX_LABELS):
+        self._files, self._threshold, self._max_labels = files, np.uint64(0), max_labels
         self._holdout = holdout_fraction > 0
         if self._holdout:
             self._threshold = np.uint64(min(core.holdout_threshold(holdout_fraction), 2 ** 64 - 1))
 
     def process(self, batch: dict):
+        batch = dict(batch, reason=core.limit_labels(batch, self._max_labels))
         valid = batch["reason"] == core.OK
         stats = core.empty_stats()
         stats["input_records"] = len(valid)
@@ -219,14 +220,16 @@ class _Validate(beam.DoFn):
 
 class Validate(beam.PTransform):
     """Clip batches -> `valid` clip batches (with a `holdout` column: a hash of the video id below
-    holdout_fraction * 2**64), `rejected` entry lists, and `stats` per batch."""
+    holdout_fraction * 2**64), `rejected` entry lists, and `stats` per batch. Clips with more than
+    max_labels distinct labels are rejected as too_many_labels."""
 
-    def __init__(self, files: list[str], holdout_fraction: float):
+    def __init__(self, files: list[str], holdout_fraction: float, max_labels: int = schema.MAX_LABELS):
         super().__init__()
-        self._files, self._holdout_fraction = files, holdout_fraction
+        self._files, self._holdout_fraction, self._max_labels = files, holdout_fraction, max_labels
 
     def expand(self, batches):
-        out = batches | "CheckReasons" >> beam.ParDo(_Validate(self._files, self._holdout_fraction)).with_outputs(
+        out = batches | "CheckReasons" >> beam.ParDo(_Validate(
+            self._files, self._holdout_fraction, self._max_labels)).with_outputs(
             "rejected", "stats", main="valid")
         return {"valid": out.valid, "rejected": out.rejected, "stats": out.stats}
 
@@ -332,13 +335,14 @@ class _ResolveDuplicates(beam.DoFn):
     def process(self, element):
         _, parts = element
         part = _load_parts(parts)
-        duplicate = core.find_duplicates(part)
-        stats = core.kept_stats(part, duplicate)
+        duplicate, conflicting = core.find_duplicates(part, conflicts=True)
+        stats = core.kept_stats(part, duplicate, conflicting)
         if duplicate.any():
             rows = np.flatnonzero(duplicate)
-            _counter("rejected_duplicate").inc(len(rows))
-            yield beam.pvalue.TaggedOutput("rejected", core.rejections(part, rows, ["duplicate"] * len(rows),
-                                                                       self._files))
+            reasons = np.where(conflicting[rows], "conflicting_duplicate", "duplicate").tolist()
+            for reason, n in stats["rejected_reasons"].items():
+                _counter(f"rejected_{reason}").inc(n)
+            yield beam.pvalue.TaggedOutput("rejected", core.rejections(part, rows, reasons, self._files))
             yield core.record_keys(part["file"][rows], part["position"][rows])
         _counter("distinct_clips").inc(stats["main_clips"] + stats["holdout_clips"])
         yield beam.pvalue.TaggedOutput("stats", stats)
@@ -476,8 +480,7 @@ class WriteRejected(beam.PTransform):
         def write(_, lists):
             entries = [entry for entries in lists for entry in entries]
             path = os.path.join(self._output_dir, REJECTED_FILE)
-            with filesystems.FileSystems.create(path) as f:
-                f.write(core.rejected_lines(entries))
+            core.write_atomically(path, core.rejected_lines(entries))
             _counter("rejected_entries_written").inc(len(entries))
             return REJECTED_FILE
 
@@ -533,6 +536,5 @@ class WriteManifest(beam.PTransform):
         manifest = core.build_manifest(stats, main_files, holdout_files, rejected_file, self._args, *self._split)
         if self._spill_dir:
             core.delete_tree(self._spill_dir)  # every writer has read its parts
-        with filesystems.FileSystems.create(os.path.join(self._output_dir, "manifest.json")) as f:
-            f.write(json.dumps(manifest, indent=1).encode())
+        core.write_atomically(os.path.join(self._output_dir, "manifest.json"), json.dumps(manifest, indent=1).encode())
         return manifest

@@ -4,6 +4,7 @@ command-line tools can parse their flags and print --help before TensorFlow load
 from __future__ import annotations
 
 import dataclasses
+import math
 
 # models.zoo.REGISTRY holds one builder per name, in this order.
 MODEL_NAMES = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention",
@@ -57,5 +58,27 @@ class TrainConfig:
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
 
+    def __post_init__(self):
+        problems = validate(self)
+        if problems:
+            raise ConfigError(problems[0])
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def validate(config: TrainConfig) -> list[str]:
+    """What is wrong with the numbers of a configuration, as flag-named messages (empty: nothing)."""
+    m = config.model
+    checks = [
+        (math.isfinite(config.learning_rate) and config.learning_rate > 0, "--learning_rate must be a finite number > 0"),
+        (math.isfinite(m.dropout) and 0 <= m.dropout < 1, "--dropout must be in [0, 1)"),
+        (m.num_heads >= 1, "--num_heads must be at least 1"),
+        (m.hidden_units >= 1 and m.num_layers >= 1, "--hidden_units and --num_layers must be positive"),
+        (math.isfinite(config.mixup) and config.mixup >= 0, "--mixup must be a finite number >= 0 (0: off)"),
+        (math.isfinite(config.ema) and 0 <= config.ema < 1, "--ema must be in [0, 1)"),
+        (config.batch_size >= 1 and config.steps >= 1 and config.steps_per_epoch >= 1,
+         "--batch_size, --steps and --steps_per_epoch must be positive"),
+        (config.snapshots >= 0 and config.cpu_replicas >= 0, "--snapshots and --cpu_replicas must not be negative"),
+    ]
+    return [message for ok, message in checks if not ok]

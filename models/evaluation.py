@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import metrics as metrics_lib
-from tfdata import readers, schema
+from tfdata import fileio, readers, schema
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
 PROGRESS_SECONDS = 30  # a progress line this often when stderr is not a terminal
@@ -82,6 +83,7 @@ class Scored:
 def score(saved_models: list[str], files: list[str], batch_size: int = 1024, progress=sys.stderr,
           any_length: bool = False) -> Scored:
     """Scores every valid clip of `files` once; `any_length` also accepts clips of more than 10 frames."""
+    readers.check_tfrecord_files(files)  # before TensorFlow's reader, which trusts record lengths
     models = [load_saved_model(p).signatures["serve_examples"] for p in saved_models]
     accepted = [schema.REASON_CODES.index(schema.OK)] + (
         [schema.REASON_CODES.index("too_many_frames")] if any_length else [])
@@ -137,22 +139,38 @@ def write_results(output_dir: str, scored: Scored, result: metrics_lib.Metrics, 
     summary = {"mAP": result.mAP, "AUC": result.AUC, "d_prime": result.d_prime, "num_clips": result.num_clips,
                "num_classes_scored": result.num_classes_scored, "num_classes_left_out": result.num_classes_left_out,
                "skipped_records": scored.skipped, "saved_models": saved_models, "data": data, "per_class": per_class}
-    with tf.io.gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    nulls = {}
+    summary = _finite_or_null(summary, "", nulls)
+    if nulls:
+        summary["null_values"] = {key: f"{value} (undefined on this set: no class has both positive and negative "
+                                       "clips, or an AUC of 0 or 1 makes d-prime infinite); written as null"
+                                  for key, value in nulls.items()}
+    # Every file is written under a temporary name and renamed: a reader finds it whole or not at all.
+    fileio.write_atomically(os.path.join(output_dir, "metrics.json"), json.dumps(summary, indent=1, allow_nan=False))
     out = io.StringIO()
     writer = csv.DictWriter(out, ["index", "name", "positives", "AP", "AUC"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(per_class)
-    with tf.io.gfile.GFile(os.path.join(output_dir, "per_class.csv"), "w") as f:
-        f.write(out.getvalue())
+    fileio.write_atomically(os.path.join(output_dir, "per_class.csv"), out.getvalue())
     buffer = io.BytesIO()
     np.savez_compressed(buffer, video_id=scored.video_id.astype(bytes), start_time_seconds=scored.start_time_seconds,
                         scores=scored.scores, labels=scored.labels)
-    with tf.io.gfile.GFile(os.path.join(output_dir, "scores.npz"), "wb") as f:
-        f.write(buffer.getvalue())
+    fileio.write_atomically(os.path.join(output_dir, "scores.npz"), buffer.getvalue())
     counts = train_counts if train_counts is not None else np.array([m.positives for m in result.per_class])
     plot_per_class(os.path.join(output_dir, "per_class.png"), counts, result,
                    "training clips" if train_counts is not None else "evaluation positives", names)
+
+
+def _finite_or_null(value, key: str, nulls: dict):
+    """A JSON-ready copy with NaN and infinities replaced by None (recorded in nulls by key path)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        nulls[key] = repr(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v, f"{key}.{k}" if key else k, nulls) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v, f"{key}[{i}]", nulls) for i, v in enumerate(value)]
+    return value
 
 
 PLOT_SIZE_INCHES, PLOT_DPI = (16, 10), 100
@@ -213,8 +231,7 @@ def plot_per_class(path: str, counts: np.ndarray, result: metrics_lib.Metrics, c
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PLOT_DPI)
     plt.close(fig)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    fileio.write_atomically(path, buffer.getvalue())
 
 
 def compare(result_dirs: list[str]) -> str:
@@ -226,13 +243,16 @@ def compare(result_dirs: list[str]) -> str:
         path = os.path.join(d, "metrics.json")
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"{d}: no metrics.json (not an evaluate.py output directory)")
-        with tf.io.gfile.GFile(path) as f:
-            m = json.load(f)
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                m = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); run evaluate.py again for {d}") from None
         models = ", ".join(os.path.basename(os.path.dirname(p.rstrip("/"))) or p for p in m["saved_models"])
         data = m.get("data", "?")
         measured_on.add((data, m["num_clips"]))
-        rows.append(f"| {d} | {models} | {data} | {m['mAP']:.3f} | {m['AUC']:.3f} | {m['d_prime']:.3f} "
-                    f"| {m['num_clips']} |")
+        figures = " | ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("mAP", "AUC", "d_prime"))
+        rows.append(f"| {d} | {models} | {data} | {figures} | {m['num_clips']} |")
     if len(measured_on) > 1:
         rows.append("")
         rows.append("**warning: these results were measured on different data** (" + "; ".join(

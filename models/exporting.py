@@ -4,7 +4,9 @@
   every frame is real, so a 60-second recording is one request of 60 frames;
 - serve_examples(examples: string [None]) -> {"scores": float32 [None, 527]}
   serialized AudioSet SequenceExamples of any length, parsed inside the graph.
-Scores are 527 independent sigmoid probabilities (multi-label), not a softmax.
+Scores are 527 independent sigmoid probabilities (multi-label), not a softmax. Both signatures refuse,
+with an InvalidArgumentError that says why, a clip of 0 frames and (serve_examples) a frame that is
+not 128 bytes or a record that is not a SequenceExample: never a NaN score or a padded frame.
 The class_labels_indices.csv travels as the asset `assets/class_labels_indices.csv`; the loaded
 model also has `class_names` (a string variable [527]).
 
@@ -51,7 +53,7 @@ if __name__ == "__main__":  # answer --help and reject bad arguments before Tens
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from tfdata import schema  # noqa: E402
+from tfdata import fileio, schema  # noqa: E402
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
 
@@ -66,10 +68,18 @@ class _Labelled(tf.Module):
 
 
 def _save(module: _Labelled, export_dir: str) -> str:
-    tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_embeddings.get_concrete_function(),
-        "serve_examples": module.serve_examples.get_concrete_function(),
-    })
+    """Saves under a temporary name beside export_dir, then renames: a reader sees a whole export or none."""
+    tmp = fileio.temporary_sibling(export_dir)
+    try:
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": module.serve_embeddings.get_concrete_function(),
+            "serve_examples": module.serve_examples.get_concrete_function(),
+        })
+        fileio.replace_directory(tmp, export_dir)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
+        raise
     return export_dir
 
 
@@ -81,6 +91,8 @@ class ServingModule(_Labelled):
     @tf.function(input_signature=[tf.TensorSpec([None, None, schema.EMBEDDING_DIM], tf.uint8, name="embedding")])
     def serve_embeddings(self, embedding):
         num_frames = tf.fill([tf.shape(embedding)[0]], tf.shape(embedding)[1])  # [B]: all frames real
+        with tf.control_dependencies([_check_frames(num_frames, "serving_default")]):
+            embedding = tf.identity(embedding)
         return {"scores": self.model({"embedding": embedding, "num_frames": num_frames}, training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -88,18 +100,38 @@ class ServingModule(_Labelled):
         _, sequence, lengths = tf.io.parse_sequence_example(
             examples, sequence_features={schema.EMBEDDING_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
         frames = sequence[schema.EMBEDDING_KEY]  # [B, T_max] strings, "" after each clip's end
-        frames = tf.where(tf.equal(frames, ""), tf.constant(b"\0" * schema.EMBEDDING_DIM), frames)
-        embedding = tf.io.decode_raw(frames, tf.uint8, fixed_length=schema.EMBEDDING_DIM)  # [B, T_max, 128]
         num_frames = tf.cast(lengths[schema.EMBEDDING_KEY], tf.int32)  # [B]
+        real = tf.sequence_mask(num_frames, tf.shape(frames)[1])  # [B, T_max]
+        wrong = real & tf.not_equal(tf.strings.length(frames), schema.EMBEDDING_DIM)  # [B, T_max]
+        first = tf.cast(tf.argmax(tf.concat([tf.cast(tf.reduce_any(wrong, axis=1), tf.int32), [0]], 0)), tf.int32)
+        length_ok = tf.debugging.Assert(tf.logical_not(tf.reduce_any(wrong)), [
+            f"serve_examples: every {schema.EMBEDDING_KEY} frame must be {schema.EMBEDDING_DIM} bytes; example",
+            first, "has a frame of", tf.strings.length(tf.boolean_mask(frames, wrong))[:1], "bytes"])
+        with tf.control_dependencies([length_ok, _check_frames(num_frames, "serve_examples")]):
+            frames = tf.where(real, frames, tf.constant(b"\0" * schema.EMBEDDING_DIM))
+        embedding = tf.io.decode_raw(frames, tf.uint8, fixed_length=schema.EMBEDDING_DIM)  # [B, T_max, 128]
         return {"scores": self.model({"embedding": embedding, "num_frames": num_frames}, training=False)}
+
+
+def _check_frames(num_frames: tf.Tensor, signature: str) -> tf.Operation:
+    """An InvalidArgumentError naming the first clip of 0 frames (its score would be NaN)."""
+    first = tf.cast(tf.argmin(tf.concat([num_frames, [1]], 0)), tf.int32)
+    return tf.debugging.Assert(tf.reduce_all(num_frames > 0), [
+        f"{signature}: every clip needs at least one frame; clip", first, "has 0 frames"])
 
 
 def export(model: keras.Model, export_dir: str, class_labels_csv: str) -> str:
     """Writes the SavedModel; the asset is copied in under its standard name."""
+    check_class_labels(class_labels_csv)
     module = ServingModule(model, class_labels_csv)
+    return _save(module, export_dir)
+
+
+def check_class_labels(class_labels_csv: str) -> None:
+    """ValueError naming the file unless it is a valid class_labels_indices.csv (call before training)."""
     if os.path.basename(class_labels_csv) != CLASS_LABELS_ASSET:
         raise ValueError(f"{class_labels_csv}: the class labels file must be named {CLASS_LABELS_ASSET}")
-    return _save(module, export_dir)
+    schema.read_class_labels(class_labels_csv)
 
 
 class AverageModule(_Labelled):

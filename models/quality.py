@@ -131,7 +131,8 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
                                           os.path.join(work, "results", f"{run}.train.log")))
     summary["final"] = _evaluate(work, run, [os.path.join(model_dir, "saved_model")])
-    snapshots = sorted(glob.glob(os.path.join(model_dir, "snapshots", "*")))
+    snapshots = sorted(p for p in glob.glob(os.path.join(glob.escape(model_dir), "snapshots", "weights-*"))
+                       if ".tmp-" not in os.path.basename(p))  # the model dir is a literal path
     if len(snapshots) > 1:
         summary["snapshots"] = _evaluate(work, f"{run}-snapshots", snapshots)
     with open(os.path.join(model_dir, "history.csv")) as f:

@@ -15,8 +15,27 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import exporting, metrics, zoo
-from models.config import ConfigError, TrainConfig  # noqa: F401  (trainer.TrainConfig)
+from models.config import ConfigError, TrainConfig, validate  # noqa: F401  (trainer.TrainConfig)
 from tfdata import datasets
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite: the run stops, nothing is exported."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite (Keras' TerminateOnNaN only
+    stops, and the export would follow); train() then raises TrainingDivergedError."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
 
 
 def check_resume(config: TrainConfig) -> None:
@@ -183,6 +202,10 @@ def train(config: TrainConfig) -> str | None:
                           f"{strategy.num_replicas_in_sync} replicas")
     datasets.read_manifest(config.train_data)  # fails fast with a clear message
     labels_csv = class_labels_path(config)
+    try:  # before the first step, not at export time
+        exporting.check_class_labels(labels_csv)
+    except ValueError as e:
+        raise ConfigError(f"--class_labels: {e}; fix or replace the file") from None
     chief = is_chief(strategy)
     check_resume(config)
     tf.io.gfile.makedirs(config.model_dir)
@@ -210,8 +233,11 @@ def train(config: TrainConfig) -> str | None:
                                               mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
     # BackupAndRestore empties DIR/backup when fit ends: a non-empty one means fit resumes, else starts at epoch 1.
-    resuming = bool(tf.io.gfile.glob(os.path.join(config.model_dir, "backup", "*")))
+    backup = os.path.join(config.model_dir, "backup")  # listed, not globbed: the path is literal
+    resuming = tf.io.gfile.isdir(backup) and bool(tf.io.gfile.listdir(backup))
+    diverged = StopOnNonFiniteLoss()
     callbacks = [
+        diverged,
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(config.model_dir, "checkpoints", "weights-{epoch:04d}.h5"),
                                         save_weights_only=True),
@@ -227,6 +253,10 @@ def train(config: TrainConfig) -> str | None:
         callbacks.append(Progress(config.steps, config.batch_size))
     model.fit(data, epochs=max(config.steps // steps_per_epoch, 1), steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=1 if terminal else 0)
+    if diverged.bad_step is not None:
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at step {diverged.bad_step}; nothing was exported. Lower "
+            f"--learning_rate (now {config.learning_rate}) and start again with a new --model_dir")
 
     export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
     # Outside any strategy (distributed variables cannot be saved in signatures) and in float32. Every
@@ -247,7 +277,9 @@ def train(config: TrainConfig) -> str | None:
 
 def export_snapshots(config: TrainConfig, labels_csv: str) -> list[str]:
     """Exports the last config.snapshots epoch checkpoints to DIR/snapshots/weights-EEEE (raw weights, no EMA)."""
-    checkpoints = sorted(tf.io.gfile.glob(os.path.join(config.model_dir, "checkpoints", "weights-*.h5")))
+    directory = os.path.join(config.model_dir, "checkpoints")  # listed, not globbed: the path is literal
+    checkpoints = sorted(os.path.join(directory, name) for name in tf.io.gfile.listdir(directory)
+                         if name.startswith("weights-") and name.endswith(".h5"))
     exported = []
     for path in checkpoints[-config.snapshots:]:
         model = zoo.build(config.model)

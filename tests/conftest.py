@@ -49,5 +49,5 @@ def beam_shards(tmp_path_factory, synthetic_tfrecords) -> Path:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds, e.g. runs the README's commands on "
+    config.addinivalue_line("markers", "slow: starts Beam jobs or subprocesses, or runs the README's commands on "
                                        "real data (deselect with -m 'not slow')")

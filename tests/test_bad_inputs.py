@@ -8,6 +8,7 @@ fix stop the job before it writes anything, with one line naming the file and th
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -44,8 +45,8 @@ def _framed(records: list[bytes]) -> tuple[bytes, list[int]]:
 
 # kind -> (files: {name: bytes}, written clips, {reason: count}) for a file of 2 good records, the bad
 # part, then 2 more good records (where the format allows records after it).
-def _corpus(kind: str) -> tuple[dict[str, bytes], int, dict[str, int]]:
-    before, after = _good("bef", 2), _good("aft", 2)
+def _corpus(kind: str, prefix: str = "") -> tuple[dict[str, bytes], int, dict[str, int]]:
+    before, after = _good(prefix + "bef", 2), _good(prefix + "aft", 2)
 
     def around(bad: bytes) -> bytes:
         return _framed(before + [bad] + after)[0]
@@ -66,6 +67,18 @@ def _corpus(kind: str) -> tuple[dict[str, bytes], int, dict[str, int]]:
                "label_negative": "label_out_of_range"}
     if kind in records:
         return {"bad.tfrecord": around(records[kind])}, 4, {reasons[kind]: 1}
+    if kind in NEW_RECORD_KINDS:
+        record, reason = _new_record(kind, prefix)
+        return {"bad.tfrecord": around(record)}, 4 + (reason is None), {reason: 1} if reason else {}
+    if kind == "conflicting_duplicate":  # before[0]'s video id and start time with other labels
+        record = _sequence_example(video_id=f"{prefix}bef0000000".encode(), labels=(5, 6))
+        return {"bad.tfrecord": around(record)}, 4, {"conflicting_duplicate": 1}
+    if kind == "length_2_62":  # a header claiming 2**62 bytes with a valid header CRC, after 2 good records
+        from beam_pipelines import core
+
+        header = struct.pack("<Q", 2 ** 62)
+        tail = header + struct.pack("<I", core._masked_crc(header)) + b"\x00" * 64
+        return {"bad.tfrecord": _framed(before)[0] + tail}, 2, {"unreadable_data": 1}
     if kind == "duplicate_in_file":
         return {"bad.tfrecord": around(before[0])}, 4, {"duplicate": 1}
     if kind == "duplicate_across_files":
@@ -88,10 +101,68 @@ def _corpus(kind: str) -> tuple[dict[str, bytes], int, dict[str, int]]:
     raise ValueError(kind)
 
 
+def _with_times(record: bytes, start="keep", end="keep") -> bytes:
+    """A copy of a serialized SequenceExample with its start / end time replaced (None: removed)."""
+    example = tf.train.SequenceExample.FromString(record)
+    for key, value in (("start_time_seconds", start), ("end_time_seconds", end)):
+        if value is None:
+            del example.context.feature[key]
+        elif value != "keep":
+            example.context.feature[key].float_list.value[:] = [value]
+    return example.SerializeToString()
+
+
+# kind -> a bad record (video id made unique by the prefix) and its reason (None: a valid clip)
+NEW_RECORD_KINDS = {
+    "labels_10000": lambda p: (_sequence_example(video_id=p + b"manylabels0", labels=[i % 527 for i in range(10000)]),
+                               "too_many_labels"),
+    "labels_33": lambda p: (_sequence_example(video_id=p + b"labels33000", labels=range(33)), "too_many_labels"),
+    "labels_repeated": lambda p: (_sequence_example(video_id=p + b"repeated000", labels=[4] * 1000), None),
+    "start_nan": lambda p: (_with_times(_sequence_example(video_id=p + b"startnan000"), start=float("nan")), "bad_time"),
+    "start_inf": lambda p: (_with_times(_sequence_example(video_id=p + b"startinf000"), start=float("inf")), "bad_time"),
+    "start_negative": lambda p: (_with_times(_sequence_example(video_id=p + b"startneg000"), start=-10.0), "bad_time"),
+    "start_missing": lambda p: (_with_times(_sequence_example(video_id=p + b"startnone00"), start=None), "bad_time"),
+    "start_after_end": lambda p: (_with_times(_sequence_example(video_id=p + b"startend000"), start=30.0, end=20.0),
+                                  "bad_time"),
+    "end_nan": lambda p: (_with_times(_sequence_example(video_id=p + b"endnan00000"), end=float("nan")), "bad_time"),
+    "end_missing": lambda p: (_with_times(_sequence_example(video_id=p + b"endnone0000"), end=None), None),
+    "video_id_latin1": lambda p: (_sequence_example(video_id=p + "caf\xe9".encode("latin-1")), "bad_video_id"),
+    "video_id_lone_continuation": lambda p: (_sequence_example(video_id=p + b"ab\x80cd"), "bad_video_id"),
+}
+
+
+def _new_record(kind: str, prefix: str):
+    return NEW_RECORD_KINDS[kind](prefix.encode())
+
+
+# Paths matched by the glob that are not regular readable files: each is one input record, rejected
+# unreadable_file, and is never opened (a FIFO would block the job).
+NOT_FILE_KINDS = ["directory", "fifo", "socket", "dangling_symlink", "symlink_loop"]
+
+
+def _make_not_file(path, kind: str) -> None:
+    import socket
+
+    if kind == "directory":
+        os.mkdir(path)
+        (path / "inner.tfrecord").write_bytes(b"")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    elif kind == "dangling_symlink":
+        os.symlink(path.parent / "missing-target", path)
+    elif kind == "symlink_loop":
+        os.symlink(path.name, path)
+
+
 RECORD_KINDS = ["truncated_file", "bad_crc", "empty_file", "text_file", "random_bytes", "not_a_sequence_example",
                 "missing_audio_embedding", "missing_labels", "frame_not_128_bytes", "zero_frames", "eleven_frames",
                 "label_527", "label_negative", "duplicate_in_file", "duplicate_across_files"]
 FILE_LEVEL = {"truncated_file", "bad_crc", "text_file", "random_bytes"}  # eval_dataset cannot read past them
+ROUND_2_KINDS = [*NEW_RECORD_KINDS, "conflicting_duplicate", "length_2_62"]
 
 
 def _input(tmp_path, kind: str, mixed: bool) -> tuple[str, int, dict[str, int]]:
@@ -127,11 +198,16 @@ def test_eval_dataset_skips_bad_records_or_names_the_unreadable_file(tmp_path, k
     pattern, written, reasons = _input(tmp_path, kind, mixed=True)
     files = readers.list_files(pattern)
     skipped = datasets.SkippedRecords()
-    if kind in FILE_LEVEL:
-        with pytest.raises(tf.errors.DataLossError):
+    if kind in FILE_LEVEL:  # refused up front (a length field that overruns the file) or when reading reaches it
+        try:
             for _ in datasets.eval_dataset(pattern, 4, skipped=skipped):
                 pass
-        message = readers.find_data_loss(files)
+        except ValueError as e:
+            message = str(e)
+        except tf.errors.DataLossError:
+            message = readers.find_data_loss(files)
+        else:
+            pytest.fail("the damaged file was read without an error")
         assert message.startswith(str(tmp_path / "in" / "bad.tfrecord")) and "\n" not in message
         return
     clips = sum(int(f["num_frames"].shape[0]) for f, _ in datasets.eval_dataset(pattern, 4, skipped=skipped))
@@ -204,3 +280,62 @@ def test_a_killed_beam_run_leaves_nothing_that_looks_finished(tmp_path, syntheti
             build_shards.run(args)
     manifest = build_shards.run(args + ["--overwrite"])
     assert manifest["written_clips"] == 2000 and datasets.read_manifest(str(out))["complete"] is True
+
+
+@pytest.mark.slow
+def test_every_kind_of_bad_input_at_once_adds_up(tmp_path):
+    """All record kinds (each in its own file, video ids unique per kind), the paths that are not
+    files, and good clips, in one Beam run: input = written + rejected, every reason counted."""
+    data = tmp_path / "in"
+    data.mkdir()
+    written, reasons = 5, {}
+    _write(data / "good.tfrecord", _good("good", 5))
+    for i, kind in enumerate(RECORD_KINDS + ROUND_2_KINDS):
+        files, n, kind_reasons = _corpus(kind, prefix=f"k{i:02d}")
+        for name, content in files.items():
+            (data / f"{kind}-{name}").write_bytes(content)
+        written += n
+        for reason, count in kind_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    for kind in NOT_FILE_KINDS:
+        _make_not_file(data / f"{kind}.tfrecord", kind)
+    reasons["unreadable_file"] = len(NOT_FILE_KINDS)
+    out = tmp_path / "out"
+    manifest = build_shards.run(["--input", str(data / "*.tfrecord"), "--output_dir", str(out),
+                                 "--holdout_fraction", "0.3"])
+    assert {r: n for r, n in manifest["rejected_reasons"].items() if n} == reasons
+    assert manifest["written_clips"] == written
+    assert manifest["input_records"] == manifest["written_clips"] + manifest["rejected"]
+    rejected = [json.loads(line) for line in (out / manifest["rejected_file"]).read_text().splitlines()]
+    assert len(rejected) == manifest["rejected"]
+    not_files = {os.path.basename(r["file"]): r["detail"] for r in rejected if r["reason"] == "unreadable_file"}
+    assert sorted(not_files) == sorted(f"{k}.tfrecord" for k in NOT_FILE_KINDS)
+    assert "directory" in not_files["directory.tfrecord"] and "FIFO" in not_files["fifo.tfrecord"]
+    assert "dangling" in not_files["dangling_symlink.tfrecord"] and "loop" in not_files["symlink_loop.tfrecord"]
+    huge = [r for r in rejected if r["file"].endswith("length_2_62-bad.tfrecord")]
+    assert [(r["reason"], r["position"]) for r in huge] == [("unreadable_data", 2)] and "4611686018427387904" in \
+        huge[0]["detail"]
+    assert manifest["splits"]["train"]["clips"] + manifest["splits"]["holdout"]["clips"] == written
+    assert sum(1 for n in manifest["class_counts"] if n) <= 20  # no clip of 527 classes got in
+
+
+@pytest.mark.parametrize("kind", ROUND_2_KINDS)
+def test_eval_dataset_skips_round_2_bad_records_or_names_the_file(tmp_path, kind):
+    pattern, written, reasons = _input(tmp_path, kind, mixed=True)
+    skipped = datasets.SkippedRecords()
+    if kind == "length_2_62":  # refused before TensorFlow's reader (which crashes on such a length) starts
+        with pytest.raises(ValueError, match=r"bad\.tfrecord: truncated record or corrupt length field \(record 2 claims 4611686018427387904 bytes"):
+            datasets.eval_dataset(pattern, 4, skipped=skipped)
+        return
+    clips = sum(int(f["num_frames"].shape[0]) for f, _ in datasets.eval_dataset(pattern, 4, skipped=skipped))
+    duplicates = sum(reasons.pop(r, 0) for r in ("duplicate", "conflicting_duplicate"))  # scored as found
+    assert skipped.as_dict() == reasons
+    assert clips == written + duplicates
+
+
+@pytest.mark.parametrize("kind", NOT_FILE_KINDS)
+def test_eval_readers_name_a_path_that_is_not_a_file_without_opening_it(tmp_path, kind):
+    _write(tmp_path / "good.tfrecord", _good("good", 2))
+    _make_not_file(tmp_path / "bad.tfrecord", kind)
+    with pytest.raises(ValueError, match=r"bad\.tfrecord: .*remove it or narrow the input glob"):
+        datasets.eval_dataset(str(tmp_path / "*.tfrecord"), 4)

@@ -168,7 +168,9 @@ def test_validate_passes_valid_clips_with_their_side_and_rejects_the_rest():
 def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
     a = _batch([_example(b"x", labels=(1,), start=0.0), _example(b"y", labels=(2,)),
                 _example(b"x", labels=(3,), start=0.0), _example(b"x", labels=(4,), start=10.0)], file=0)
-    b = _batch([_example(b"y", labels=(5,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
+    # y in file 1 repeats y in file 0 with the same labels: a duplicate; x@0 in file 0 row 2 has other
+    # labels than x@0 row 0: a conflicting duplicate (the first copy is kept, the other counted apart)
+    b = _batch([_example(b"y", labels=(2,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
     files = ["f0", "f1"]
     with _TestPipeline() as p:
         out = p | beam.Create([_valid(b), _valid(a)]) | transforms.FindDuplicates(files, num_buckets=3)
@@ -176,12 +178,14 @@ def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
         assert_that(keys, equal_to(core.record_keys(np.array([0, 1]), np.array([2, 0])).tolist()), label="Keys")
         entries = out["rejected"] | beam.FlatMap(
             lambda es: [(e["file"], e["position"], e["video_id"], e["reason"]) for e in es])
-        assert_that(entries, equal_to([("f0", 2, "x", "duplicate"), ("f1", 0, "y", "duplicate")]), label="Entries")
+        assert_that(entries, equal_to([("f0", 2, "x", "conflicting_duplicate"), ("f1", 0, "y", "duplicate")]),
+                    label="Entries")
         total = out["stats"] | transforms.Summarize() | beam.Map(lambda s: (
             s["main_clips"], s["holdout_clips"], np.flatnonzero(s["main"]).tolist(),
             np.flatnonzero(s["holdout"]).tolist(), s["rejected_reasons"]))
         # kept: x@0 (class 1), y (class 2), x@10 (class 4) on the main side, z (class 6) held out
-        assert_that(total, equal_to([(3, 1, [1, 2, 4], [6], {"duplicate": 2})]), label="Stats")
+        assert_that(total, equal_to([(3, 1, [1, 2, 4], [6], {"duplicate": 1, "conflicting_duplicate": 1})]),
+                    label="Stats")
 
 
 def test_find_duplicates_compares_clips_exactly_when_hashes_collide():
@@ -375,3 +379,45 @@ def test_iter_tfrecord_frames_reads_small_chunks():
     stream = io.BytesIO(_framed(records))
     assert [(p, r, e) for p, r, e in core.iter_tfrecord_frames(stream, chunk_size=7)] == [
         (i, r, None) for i, r in enumerate(records)]
+
+
+def test_hdf5_batch_checks_times_video_ids_and_label_counts_like_the_reader():
+    x = np.full([6, 10, 128], 7, np.uint8)
+    y = np.zeros([6, 527], bool)
+    y[:, 5] = True
+    y[4, :33] = True  # 33 distinct labels
+    ids = np.array([b"a", b"caf\xe9", b"c", b"d", b"e", b"f"])
+    starts = np.array([0.0, 0.0, np.nan, -1.0, 0.0, np.inf], np.float32)
+    batch = core.hdf5_batch(x, y, ids, None, starts, file=0, begin=0)
+    assert [schema.REASON_CODES[r] for r in batch["reason"]] == [
+        "ok", "bad_video_id", "bad_time", "bad_time", "too_many_labels", "bad_time"]
+    # without a start_time_seconds column the start is unknown (NaN), not bad
+    batch = core.hdf5_batch(x[:1], y[:1], ids[:1], None, None, file=0, begin=0)
+    assert batch["reason"].tolist() == [0] and np.isnan(batch["start_time_seconds"]).all()
+
+
+def test_limit_labels_applies_max_labels_in_both_directions():
+    labels = np.zeros([3, 527], bool)
+    labels[0, :3] = True
+    labels[1, :10] = True
+    labels[2, :40] = True
+    code = schema.REASON_CODES.index("too_many_labels")
+    batch = {"labels": np.packbits(labels, axis=1), "reason": np.array([0, 0, code], np.int32)}
+    assert core.limit_labels(batch, 32) is batch["reason"]
+    assert core.limit_labels(batch, 5).tolist() == [0, code, code]
+    assert core.limit_labels(batch, 64).tolist() == [0, 0, 0]
+    assert batch["reason"].tolist() == [0, 0, code]  # the batch itself is not changed
+
+
+def test_read_hdf5_ignores_groups_beside_the_datasets(tmp_path):
+    import h5py
+
+    synthetic.write_hdf5(synthetic.SyntheticConfig(num_clips=6, seed=2), str(tmp_path / "f.h5"))
+    with h5py.File(tmp_path / "f.h5", "a") as h5:
+        h5.create_group("extra").create_dataset("inside", data=np.zeros(3))
+        del h5["num_frames"]
+        h5.create_group("num_frames")  # a group where an optional dataset would be
+    with _TestPipeline() as p:
+        rows = p | transforms.ReadHdf5([str(tmp_path / "f.h5")], rows_per_range=4) | beam.FlatMap(
+            lambda b: b["reason"].tolist())
+        assert_that(rows, equal_to([0] * 6))

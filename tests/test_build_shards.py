@@ -152,7 +152,7 @@ def test_malformed_records_are_rejected_with_their_reasons(tmp_path):
     _write(tmp_path / "in" / "b.tfrecord", good[3:] + [negative, good[1], relabelled])  # and across files
     out = tmp_path / "out"
     manifest = _build(out, tmp_path / "in" / "*.tfrecord")
-    expected = {reason: 1 for reason in bad} | {"label_out_of_range": 2, "duplicate": 3}
+    expected = {reason: 1 for reason in bad} | {"label_out_of_range": 2, "duplicate": 2, "conflicting_duplicate": 1}
     assert {r: n for r, n in manifest["rejected_reasons"].items() if n} == expected
     assert manifest["input_records"] == 17 == manifest["written_clips"] + manifest["rejected"]
     assert manifest["written_clips"] == 6
@@ -161,7 +161,8 @@ def test_malformed_records_are_rejected_with_their_reasons(tmp_path):
     assert sorted(r["reason"] for r in rejected) == sorted(r for r, n in expected.items() for _ in range(n))
     where = [(r["file"].rsplit("/", 1)[-1], r["position"], r["reason"]) for r in rejected]
     assert where == sorted(where)  # sorted by file and position
-    assert [w[:2] for w in where if w[2] == "duplicate"] == [("a.tfrecord", 10), ("b.tfrecord", 4), ("b.tfrecord", 5)]
+    assert [w[:2] for w in where if w[2] == "duplicate"] == [("a.tfrecord", 10), ("b.tfrecord", 4)]
+    assert [w[:2] for w in where if w[2] == "conflicting_duplicate"] == [("b.tfrecord", 5)]  # the first copy is kept
     assert {w[:2]: w[2] for w in where}[("a.tfrecord", 3)] == "bad_frame_length"
 
 
@@ -282,3 +283,151 @@ def test_real_bal_train(tmp_path, audioset_dir):
     # no held-out clip is in a training block (real embeddings are distinct per clip)
     in_blocks = {e.tobytes() for e in _blocks(out, manifest)["embedding"].reshape(-1, 10, 128)}
     assert in_blocks == {e.tobytes() for e in clips["embedding"][~held]}
+
+
+# --- Reliability, round 2 (issue #14): the output directory. ---------------------------------------
+
+def _small_input(directory, n=6):
+    directory.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(directory / "clips.tfrecord")) as w:
+        for i in range(n):
+            w.write(_sequence_example(video_id=f"small{i:06d}".encode(), labels=(i % 3,)))
+    return directory / "*.tfrecord"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_output_dir_refuses_while_the_first_holds_the_lock(tmp_path, synthetic_tfrecords,
+                                                                                      capsys):
+    out = tmp_path / "out"
+    glob = str(synthetic_tfrecords / "*.tfrecord")
+    first = subprocess.Popen([sys.executable, "-m", "beam_pipelines.build_shards", "--input", glob, "--output_dir",
+                              str(out)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = out / build_shards.LOCK_FILE
+    deadline = __import__("time").monotonic() + 120
+    while not lock.exists() and first.poll() is None and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.02)
+    assert lock.exists(), "the first run did not take the lock"
+    for extra in ([], ["--overwrite"]):  # --overwrite does not break a live lock either
+        assert build_shards.main(["--input", glob, "--output_dir", str(out), *extra]) == 2
+        assert "is locked by another build_shards run" in _error_line(capsys)
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["written_clips"] == 2000 and not lock.exists()  # the first run's output, whole; lock released
+
+
+@pytest.mark.slow
+def test_a_stale_lock_of_a_killed_run_is_reported_and_taken_over_only_with_overwrite(tmp_path, capsys):
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / build_shards.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                                          "started": "2026-01-01T00:00:00"}))
+    glob = _small_input(tmp_path / "in")
+    assert build_shards.main(["--input", str(glob), "--output_dir", str(out)]) == 2
+    line = _error_line(capsys)
+    assert "stale lock" in line and f"pid {dead.pid}" in line and "--overwrite" in line
+    assert build_shards.main(["--input", str(glob), "--output_dir", str(out), "--overwrite"]) == 0
+    assert "taking over the stale lock" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["written_clips"] == 6
+    assert not (out / build_shards.LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("pattern", ["d/*", "d/o*", "d/ou?", "d/[o]ut", "d/*/*/*", "d/*,d/*.tfrecord"])
+def test_an_input_glob_that_matches_the_output_dir_is_refused_before_anything_is_deleted(tmp_path, capsys, pattern):
+    data = tmp_path / "d"
+    _small_input(data)
+    out = data / "out"
+    (out / "train").mkdir(parents=True)  # an earlier output of this job
+    (out / "train" / "class-000-00000-of-00001.tfrecord").write_bytes(b"earlier")
+    (out / "manifest.json").write_text("{}")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    glob = ",".join(str(tmp_path / p) for p in pattern.split(","))
+    assert build_shards.main(["--input", glob, "--output_dir", str(out), "--overwrite"]) == 2
+    assert "matches the output directory" in _error_line(capsys)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["runs[v2]", "runs*", "r?ns", "runs[!x]"])
+def test_an_output_dir_with_glob_characters_is_a_literal_path(tmp_path, capsys, name):
+    glob = _small_input(tmp_path / "in")
+    out = tmp_path / name
+    (out / "train").mkdir(parents=True)  # the stale output of an earlier run
+    (out / "train" / "class-999-00000-of-00001.tfrecord").write_bytes(b"stale")
+    (out / "manifest.json").write_text("{}")
+    assert build_shards.main(["--input", str(glob), "--output_dir", str(out)]) == 2
+    assert "is not empty (2 files" in _error_line(capsys)
+    manifest = build_shards.run(["--input", str(glob), "--output_dir", str(out), "--overwrite"])
+    assert not (out / "train" / "class-999-00000-of-00001.tfrecord").exists()
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "train").iterdir()) == manifest["splits"]["train"]["files"]
+
+
+@pytest.mark.parametrize("problem", ["parent_is_a_file", "permission_denied"])
+def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, problem):
+    glob = _small_input(tmp_path / "in")
+    (tmp_path / "file").write_bytes(b"")
+    out = tmp_path / "file" / "out"
+    if problem == "permission_denied":  # chmod does not stop root: simulate what a read-only directory does
+        out = tmp_path / "readonly" / "out"
+
+        def makedirs(path, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(build_shards.os, "makedirs", makedirs)
+    assert build_shards.main(["--input", str(glob), "--output_dir", str(out)]) == 2
+    line = _error_line(capsys)
+    assert f"cannot write to --output_dir {out}" in line
+
+
+def test_max_labels_is_a_positive_flag(capsys):
+    with pytest.raises(SystemExit):
+        build_shards.parse_args(["--input", "x", "--output_dir", "y", "--max_labels", "0"])
+    assert "--max_labels must be positive" in capsys.readouterr().err
+    config, _ = build_shards.parse_args(["--input", "x", "--output_dir", "y"])
+    assert config.max_labels == schema.MAX_LABELS == 32
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_manifest_is_written_leaves_no_manifest(tmp_path, monkeypatch):
+    import errno
+
+    from tfdata import datasets, fileio
+
+    real = fileio._write_file
+
+    def write(path, data):
+        if "manifest.json" in path:
+            real(path, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(path, data)
+
+    monkeypatch.setattr(fileio, "_write_file", write)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="No space left on device"):
+        build_shards.run(["--input", str(_small_input(tmp_path / "in")), "--output_dir", str(out)])
+    assert not [p for p in out.rglob("*manifest*")]  # neither a truncated manifest nor its temporary
+    with pytest.raises(datasets.ShardsError, match="no manifest.json"):
+        datasets.read_manifest(str(out))
+    assert not (out / build_shards.LOCK_FILE).exists()  # a failed run releases its lock
+
+
+@pytest.mark.slow
+def test_max_labels_lifts_or_tightens_the_label_limit_in_the_job(tmp_path):
+    data = _small_input(tmp_path / "in", n=4)
+    with tf.io.TFRecordWriter(str(tmp_path / "in" / "many.tfrecord")) as w:
+        w.write(_sequence_example(video_id=b"labels33000", labels=range(33)))  # 33 distinct: over the default
+        w.write(_sequence_example(video_id=b"labels05000", labels=[1, 2, 3, 4, 5] * 20))  # 5 distinct
+    lifted = _build(tmp_path / "lifted", data, "--max_labels", "40")
+    assert lifted["written_clips"] == 6 and lifted["rejected"] == 0
+    tightened = _build(tmp_path / "tight", data, "--max_labels", "4")
+    assert tightened["written_clips"] == 4 and tightened["rejected_reasons"]["too_many_labels"] == 2

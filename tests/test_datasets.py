@@ -192,3 +192,10 @@ def test_mirrored_strategy_consumes_per_replica_batches(beam_shards):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert "REPLICAS 2 [32, 32]" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("content", ['{"schema_version": 2, "complete": tr', "", "[1, 2]", "\xff\xfe"])
+def test_an_unparsable_manifest_names_the_file_and_says_rebuild(tmp_path, content):
+    (tmp_path / "manifest.json").write_bytes(content.encode("latin-1"))
+    with pytest.raises(datasets.ShardsError, match=f"{tmp_path / 'manifest.json'}: not a valid manifest .*rebuild"):
+        datasets.read_manifest(str(tmp_path))

@@ -261,3 +261,91 @@ def test_scoring_progress_is_lines_when_not_a_terminal(exported, synthetic_tfrec
     evaluation.score(exported[:1], sorted(map(str, synthetic_tfrecords.glob("*.tfrecord"))), 256, progress=log)
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) > 2 and all(l.startswith("scored ") for l in lines)
+
+
+# --- Reliability, round 2 (issue #14). ---------------------------------------------------------------
+
+def _huge_length_file(path, good_records):
+    """Good records, then a header claiming 2**62 bytes with a valid header CRC (TensorFlow's reader crashes)."""
+    from beam_pipelines import core
+
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for r in good_records:
+            w.write(r)
+    header = struct.pack("<Q", 2 ** 62)
+    with open(path, "ab") as f:
+        f.write(header + struct.pack("<I", core._masked_crc(header)) + bytes(64))
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "predict"])
+def test_a_record_length_beyond_the_file_is_named_not_a_crash(tmp_path, exported, synthetic_tfrecords, capsys, tool):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(good))]
+    _huge_length_file(tmp_path / "huge.tfrecord", records)
+    if tool == "evaluate":
+        status = evaluate.main(["--saved_model", exported[0], "--data", str(tmp_path / "huge.tfrecord"),
+                                "--output_dir", str(tmp_path / "r")])
+    else:
+        status = predict.main(["--saved_model", exported[0], "--input", str(tmp_path / "huge.tfrecord")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1, err
+    assert (f"{tmp_path / 'huge.tfrecord'}: truncated record or corrupt length field (record {len(records)} claims "
+            "4611686018427387904 bytes") in err
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_glob_that_matches_something_other_than_a_file_is_one_line(tmp_path, exported, synthetic_tfrecords, capsys,
+                                                                     kind):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    (tmp_path / "a.tfrecord").write_bytes(good.read_bytes())
+    (tmp_path / "b.tfrecord").mkdir() if kind == "directory" else os.mkfifo(tmp_path / "b.tfrecord")
+    assert predict.main(["--saved_model", exported[0], "--input", str(tmp_path / "*.tfrecord")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'b.tfrecord'}: a " in err and "narrow the input glob" in err and err.count("\n") == 1
+
+
+def test_a_degenerate_set_writes_valid_json_with_null_and_why(tmp_path, exported, synthetic_tfrecords):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    with tf.io.TFRecordWriter(str(tmp_path / "one.tfrecord")) as w:  # one clip: no class has a negative clip
+        w.write(next(iter(tf.data.TFRecordDataset(str(good)))).numpy())
+    out = _evaluate(tmp_path, exported[:1], tmp_path / "one.tfrecord")
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert m["AUC"] is None and m["d_prime"] is None and "AUC" in m["null_values"]
+    assert "undefined" in m["null_values"]["AUC"]
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    assert "| n/a | n/a |" in evaluation.compare([str(out)])
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_predict_max_clips_must_be_positive(exported, synthetic_tfrecords, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        predict.main(["--saved_model", exported[0], "--input", str(synthetic_tfrecords / "*.tfrecord"),
+                      "--max_clips", value])
+    assert exit_.value.code == 2 and "--max_clips must be positive" in capsys.readouterr().err
+
+
+def test_a_truncated_train_manifest_is_named(tmp_path, exported, synthetic_tfrecords, capsys):
+    (tmp_path / "manifest.json").write_text('{"schema_version": 2, "class_counts": [1, 2')
+    assert evaluate.main(["--saved_model", exported[0], "--data", str(synthetic_tfrecords / "*.tfrecord"),
+                          "--output_dir", str(tmp_path / "r"), "--train_manifest", str(tmp_path / "manifest.json")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'manifest.json'}: not a valid manifest" in err and "rebuild" in err and err.count("\n") == 1
+
+
+def test_a_video_id_that_is_not_utf8_is_skipped_and_counted_not_a_crash(tmp_path, exported, synthetic_tfrecords, capsys):
+    good = sorted(synthetic_tfrecords.glob("*.tfrecord"))[0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(good))]
+    bad = tf.train.SequenceExample.FromString(records[0])
+    bad.context.feature["video_id"].bytes_list.value[:] = [b"caf\xe9\xff"]
+    with tf.io.TFRecordWriter(str(tmp_path / "ids.tfrecord")) as w:
+        for r in [bad.SerializeToString()] + records:
+            w.write(r)
+    assert predict.main(["--saved_model", exported[0], "--input", str(tmp_path / "ids.tfrecord"),
+                         "--output", str(tmp_path / "p.jsonl")]) == 0
+    captured = capsys.readouterr()
+    assert "bad_video_id': 1" in captured.err
+    assert len(captured.out.splitlines()) == len(records) == len((tmp_path / "p.jsonl").read_text().splitlines())

@@ -104,3 +104,54 @@ def test_average_refuses_what_is_not_an_export_in_one_line(exported, tmp_path, c
         exporting.main(["--average", exported[0], str(tmp_path), "--output", str(tmp_path / "avg")])
     assert exit_info.value.code == 2
     assert f"{tmp_path}: not a SavedModel written by train.py" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# --- Reliability, round 2 (issue #14): refused, never a NaN or a silently changed frame. -------------
+
+def _example_with_frames(frames):
+    example = tf.train.SequenceExample()
+    example.context.feature["video_id"].bytes_list.value.append(b"abcdefghijk")
+    if frames is None:  # no feature list at all
+        return example.SerializeToString()
+    feature_list = example.feature_lists.feature_list["audio_embedding"]  # present, maybe empty
+    for frame in frames:
+        feature_list.feature.add().bytes_list.value.append(frame)
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("frames, message", [
+    ([], "every clip needs at least one frame; clip] [1] [has 0 frames"),
+    (None, "Feature list 'audio_embedding' is required but could not be found"),
+    ([bytes(127)] * 10, "must be 128 bytes; example] [1] [has a frame of] [127]"),
+    ([bytes(128)] * 9 + [bytes(129)], "must be 128 bytes; example] [1] [has a frame of] [129]"),
+    ([bytes(1280)], "must be 128 bytes; example] [1] [has a frame of] [1280]"),
+])
+def test_serve_examples_refuses_a_clip_without_frames_or_a_frame_of_another_length(exported, frames, message):
+    model = tf.saved_model.load(exported[0])
+    good = _example_with_frames([bytes(range(128))] * 10)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        model.signatures["serve_examples"](examples=tf.constant([good, _example_with_frames(frames)]))
+    assert message in error.value.message, error.value.message
+    scores = model.signatures["serve_examples"](examples=tf.constant([good]))["scores"].numpy()
+    assert np.isfinite(scores).all()
+
+
+def test_serving_default_refuses_zero_frames(exported):
+    model = tf.saved_model.load(exported[0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="every clip needs at least one frame"):
+        model.signatures["serving_default"](embedding=tf.zeros([2, 0, 128], tf.uint8))
+    empty = model.signatures["serving_default"](embedding=tf.zeros([0, 10, 128], tf.uint8))["scores"]
+    assert empty.shape == (0, 527)
+
+
+def test_export_is_renamed_into_place_and_replaces_an_older_one(exported, tmp_path, synthetic_tfrecords):
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(5)
+    model = zoo.build(zoo.ModelConfig(name="average_pooling", hidden_units=8))
+    target = tmp_path / "saved_model"
+    target.mkdir()
+    (target / "stale").write_text("from an older export")
+    exporting.export(model, str(target), str(synthetic_tfrecords / "class_labels_indices.csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # no temporary left beside it
+    assert not (target / "stale").exists() and (target / "saved_model.pb").exists()
+    assert tf.saved_model.load(str(target)).signatures["serve_examples"] is not None

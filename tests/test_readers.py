@@ -1,4 +1,5 @@
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -141,3 +142,90 @@ def test_hdf5_with_disagreeing_shapes_is_refused(tmp_path):
         h5["video_id_list"] = np.array([b"a"] * 4)
     with pytest.raises(ValueError, match=r"bad.h5: y is bool \(5, 527\)"):
         readers.hdf5_datasets(str(tmp_path / "bad.h5"))
+
+
+# --- Reliability, round 2 (issue #14): the HDF5 layout check. -----------------------------------------
+
+def _research_h5(path, extra=None, num_frames=None):
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5["x"] = np.full([3, 10, 128], 5, np.uint8)
+        y = np.zeros([3, 527], bool)
+        y[:, 2] = True
+        h5["y"], h5["video_id_list"] = y, np.array([b"vid0", b"vid1", b"vid2"])
+        if num_frames is not None:
+            h5["num_frames"] = num_frames
+        if extra:
+            extra(h5)
+
+
+@pytest.mark.parametrize("member", ["group", "group_named_num_frames", "nested", "soft_link_to_nothing"])
+def test_hdf5_members_that_are_not_datasets_are_ignored(tmp_path, member):
+    import h5py
+
+    def extra(h5):
+        if member == "group":
+            h5.create_group("metadata").attrs["note"] = "x"
+        elif member == "group_named_num_frames":
+            h5.create_group("num_frames")
+        elif member == "nested":
+            h5.create_group("a/b/c")["d"] = np.zeros(3)
+        else:
+            h5["dangling"] = h5py.SoftLink("/nowhere")
+
+    _research_h5(tmp_path / "f.h5", extra)
+    found = readers.hdf5_datasets(str(tmp_path / "f.h5"))
+    assert sorted(found) == ["video_id_list", "x", "y"]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("not_hdf5", "not a readable HDF5 file"),
+    ("truncated", "not a readable HDF5 file"),
+    ("empty", "not a readable HDF5 file"),
+    ("directory", "a directory, not a file"),
+    ("num_frames_9.5", "num_frames holds values that are not whole numbers"),
+    ("num_frames_nan", "num_frames holds values that are not whole numbers"),
+    ("num_frames_text", "num_frames is |S"),
+])
+def test_an_hdf5_file_that_cannot_be_used_is_named(tmp_path, problem, message):
+    path = tmp_path / "bad.h5"
+    if problem == "not_hdf5":
+        path.write_bytes(b"video_id,labels\n" * 100)
+    elif problem in ("truncated", "empty"):
+        _research_h5(tmp_path / "whole.h5")
+        data = (tmp_path / "whole.h5").read_bytes()
+        path.write_bytes(data[: len(data) // 2] if problem == "truncated" else b"")
+    elif problem == "directory":
+        path.mkdir()
+    else:
+        values = {"num_frames_9.5": np.array([10, 9.5, 10]), "num_frames_nan": np.array([10, np.nan, 10]),
+                  "num_frames_text": np.array([b"10", b"9", b"10"])}[problem]
+        _research_h5(path, num_frames=values)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
+        readers.hdf5_datasets(str(path))
+
+
+def test_hdf5_num_frames_stored_as_whole_floats_is_accepted(tmp_path):
+    _research_h5(tmp_path / "f.h5", num_frames=np.array([10.0, 9.0, 1.0]))
+    assert readers.hdf5_datasets(str(tmp_path / "f.h5"))["num_frames"][0] == (3,)
+
+
+def test_file_problem_names_an_unreadable_file(tmp_path, monkeypatch):
+    """chmod 000 does not stop root (these tests run as root), so the refusal is simulated."""
+    import builtins
+
+    path = tmp_path / "locked.tfrecord"
+    path.write_bytes(b"")
+    assert readers.file_problem(str(path)) is None
+    real_open = builtins.open
+
+    def open_(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    assert readers.file_problem(str(path)) == "cannot be read (Permission denied)"
+    with pytest.raises(ValueError, match="locked.tfrecord: cannot be read .Permission denied.; remove it"):
+        readers.check_tfrecord_files([str(path)])

@@ -233,3 +233,74 @@ def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(shards, 
             for value in event.summary.value:
                 events.setdefault(value.tag, []).append(event.step)
     assert events["epoch_loss"] == [2, 4] and events["epoch_steps_per_second"] == [2, 4], events
+
+
+# --- Reliability, round 2 (issue #14). ---------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [
+    ("--learning_rate", "nan"), ("--learning_rate", "inf"), ("--learning_rate", "-0.001"), ("--learning_rate", "0"),
+    ("--dropout", "1"), ("--dropout", "-0.1"), ("--dropout", "nan"), ("--num_heads", "0"), ("--num_heads", "-2"),
+    ("--mixup", "nan"), ("--mixup", "inf"), ("--mixup", "-0.5"), ("--ema", "nan"), ("--cpu_replicas", "-1"),
+])
+def test_every_numeric_flag_is_validated_before_anything_runs(tmp_path, capsys, flag, value):
+    import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), flag, value])
+    assert exit_.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "m").exists()
+
+
+def test_valid_numeric_flags_are_accepted(tmp_path):
+    import train
+
+    config = train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), "--learning_rate",
+                               "1e-4", "--dropout", "0", "--num_heads", "1", "--mixup", "0", "--ema", "0"])
+    assert config.learning_rate == 1e-4 and config.model.dropout == 0 and config.mixup == 0
+
+
+def _bad_csv(good: str, problem: str) -> bytes:
+    lines = good.splitlines(keepends=True)
+    return {"row_missing": "".join(lines[:100] + lines[101:]),
+            "row_duplicated": "".join(lines[:101] + lines[100:]),
+            "extra_rows": good + "527,/m/extra,Extra\n528,/m/extra2,Extra 2\n",
+            "index_not_a_number": good.replace("\n5,", "\nfive,", 1),
+            "mid_twice": good.replace("/m/synthetic001", "/m/synthetic000", 1),
+            "not_utf8": good.replace("Synthetic class 7", "Synth\xe9tic", 1)}[problem].encode(
+        "latin-1" if problem == "not_utf8" else "utf-8")
+
+
+@pytest.mark.parametrize("problem", ["row_missing", "row_duplicated", "extra_rows", "index_not_a_number", "mid_twice",
+                                     "not_utf8", "wrong_name"])
+def test_a_bad_class_csv_is_refused_before_the_first_step(shards, tmp_path, problem):
+    from models import trainer, zoo
+
+    good = (shards.parent.parent / "class_labels_indices.csv").read_text()
+    name = "labels.csv" if problem == "wrong_name" else "class_labels_indices.csv"
+    (tmp_path / name).write_bytes(good.encode() if problem == "wrong_name" else _bad_csv(good, problem))
+    config = trainer.TrainConfig(train_data=str(shards), model_dir=str(tmp_path / "m"), class_labels=str(tmp_path / name),
+                                 model=zoo.ModelConfig(name="average_pooling", hidden_units=8), steps=1, batch_size=8)
+    with pytest.raises(trainer.ConfigError, match=f"--class_labels: {tmp_path / name}: .*fix or replace the file"):
+        trainer.train(config)
+    assert not (tmp_path / "m" / "config.json").exists()  # a rerun with the fixed file is not a "changed configuration"
+
+
+def test_a_class_csv_with_a_utf8_bom_is_read_like_without(shards, tmp_path):
+    from tfdata import schema
+
+    good = (shards.parent.parent / "class_labels_indices.csv").read_text()
+    (tmp_path / "class_labels_indices.csv").write_bytes(b"\xef\xbb\xbf" + good.encode())
+    assert schema.read_class_labels(str(tmp_path / "class_labels_indices.csv")) == schema.read_class_labels(
+        str(shards.parent.parent / "class_labels_indices.csv"))
+
+
+@pytest.mark.slow
+def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_exports_nothing(shards, tmp_path):
+    result = _train(shards, tmp_path / "m", "--steps", "40", "--steps_per_epoch", "20", "--learning_rate", "1e35",
+                    "--lr_schedule", "constant", "--ema", "0", "--mixup", "0")
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the training loss became NaN or infinite at step") and "--learning_rate" in last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m" / "saved_model").exists()

@@ -42,8 +42,14 @@ def read_manifest(shards_dir: str) -> dict:
     if not tf.io.gfile.exists(path):
         raise ShardsError(f"{shards_dir}: no {MANIFEST}: not shards written by beam_pipelines.build_shards, "
                           "or a run that did not finish")
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            manifest = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardsError(f"{path}: not a valid manifest ({e}); the run that wrote it did not finish: rebuild "
+                          "the shards with beam_pipelines.build_shards --overwrite") from None
+    if not isinstance(manifest, dict):
+        raise ShardsError(f"{path}: not a valid manifest (not a JSON object): rebuild the shards")
     if manifest.get("schema_version") != schema.SHARD_SCHEMA_VERSION:
         raise ShardsError(f"{shards_dir}: shards have schema version {manifest.get('schema_version')}, this code "
                           f"reads version {schema.SHARD_SCHEMA_VERSION}: rebuild them with beam_pipelines.build_shards")
@@ -215,6 +221,7 @@ def eval_dataset(path: str, batch_size: int, split: str | None = None,
     a file that cannot be read to its end raises DataLossError; readers.find_data_loss names it.
     """
     files = eval_files(path, split)
+    readers.check_tfrecord_files(files)  # ValueError naming a non-file or a record length that overruns its file
     skipped = skipped or SkippedRecords()
 
     def keep_valid(clips: dict) -> tuple[dict, tf.Tensor]:

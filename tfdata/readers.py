@@ -14,7 +14,11 @@ All paths go through tf.io.gfile, so gs:// works wherever TensorFlow supports it
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -34,9 +38,80 @@ def list_files(pattern: str | list[str]) -> list[str]:
     return files
 
 
+def file_problem(path: str) -> str | None:
+    """Why an input path is not a readable regular file, or None. Never opens anything but a regular
+    file (a FIFO would block), so a directory, FIFO, socket, device, dangling symlink, symlink loop or
+    unreadable file is named before any reader touches it. gs:// paths are not checked (None)."""
+    if "://" in path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return "a dangling symbolic link"
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a file"
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        return f"{kind}, not a regular file"
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    return None
+
+
+def tfrecord_length_problem(path: str) -> tuple[int, str] | None:
+    """(record position, message) of the first record whose length field claims more bytes than the
+    file has left, else None. TensorFlow's record readers allocate what a length field claims before
+    checking it (a length of 2**62 with a valid header CRC crashes the process), so every reader of
+    TFRecords checks here first. One seek per record; *.gz files are decompressed to check them."""
+    import gzip
+
+    local = "://" not in path
+    with open(path, "rb") if local else tf.io.gfile.GFile(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+        size = None if path.endswith(".gz") else os.fstat(raw.fileno()).st_size if local else raw.size()
+        at, position = 0, 0
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return None  # end of file, or a truncated header: the readers report that themselves
+            (length,) = struct.unpack_from("<Q", header)
+            end = at + 12 + length + 4
+            if size is None:  # gzip: a forward seek stops at the end of the data
+                fits, left = f.seek(length + 4, 1) == end, "fewer"
+            else:
+                fits, left = end <= size, size - at - 12
+            if not fits:
+                return position, f"record {position} claims {length} bytes, {left} left in the file"
+            if size is not None:
+                f.seek(end)  # GFile cannot seek past the end: only after the check
+            at, position = end, position + 1
+
+
+def check_tfrecord_files(files: list[str]) -> None:
+    """Raises ValueError naming the first file that is not a regular readable file or has a record
+    whose length field overruns the file (see tfrecord_length_problem); cheap: headers only."""
+    for path in files:
+        problem = file_problem(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}; remove it or narrow the input glob")
+        overrun = tfrecord_length_problem(path)
+        if overrun:
+            raise ValueError(f"{path}: truncated record or corrupt length field ({overrun[1]}); the file is "
+                             "damaged: re-download or rebuild it")
+
+
 _CONTEXT_SPEC = {
     schema.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
     schema.START_TIME_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
+    schema.END_TIME_KEY: tf.io.RaggedFeature(tf.float32),  # optional: [] when absent
     schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64),
 }
 _SEQUENCE_SPEC = {schema.EMBEDDING_KEY: tf.io.RaggedFeature(tf.string)}
@@ -71,14 +146,23 @@ def parse_sequence_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
                         tf.where(in_range, label_ids.flat_values, 0)], 1)  # [L_total, 2]
     hits = tf.scatter_nd(indices, tf.cast(in_range, tf.int32), [tf.cast(n, tf.int64), schema.NUM_CLASSES])
     labels = tf.cast(tf.minimum(hits, 1), tf.uint8)  # [B, 527]
+    video_id = context[schema.VIDEO_ID_KEY]
+    start = context[schema.START_TIME_KEY]  # NaN when missing
+    end = context[schema.END_TIME_KEY]  # ragged [B, (0 or 1)]
+    end_bad = tf.reduce_any(~tf.math.is_finite(end) | (end < start[:, None]), axis=1) | (end.row_lengths() > 1)
 
     checks = [  # (reason, failed [B]) in order of precedence
-        ("missing_video_id", tf.equal(context[schema.VIDEO_ID_KEY], "")),
+        ("missing_video_id", tf.equal(video_id, "")),
+        ("bad_video_id", tf.not_equal(video_id, tf.strings.unicode_transcode(
+            video_id, "UTF-8", "UTF-8", errors="replace"))),
         ("missing_labels", tf.equal(label_ids.row_lengths(), 0)),
         ("no_frames", tf.equal(total_frames, 0)),
         ("too_many_frames", total_frames > schema.NUM_FRAMES),
         ("bad_frame_length", tf.reduce_any(frames.with_flat_values(~frame_ok), axis=1)),
         ("label_out_of_range", tf.reduce_any(label_ids.with_flat_values(~in_range), axis=1)),
+        ("bad_time", ~tf.math.is_finite(start) | (start < 0) | end_bad),
+        # last, so that the Beam job's --max_labels can lift it (core.limit_labels)
+        ("too_many_labels", tf.reduce_sum(tf.cast(labels, tf.int32), axis=1) > schema.MAX_LABELS),
     ]
     reason = tf.zeros([n], tf.int32)
     for name, failed in reversed(checks):
@@ -87,8 +171,8 @@ def parse_sequence_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "embedding": embedding,
         "num_frames": tf.minimum(total_frames, schema.NUM_FRAMES),
         "labels": labels,
-        "video_id": context[schema.VIDEO_ID_KEY],
-        "start_time_seconds": context[schema.START_TIME_KEY],
+        "video_id": video_id,
+        "start_time_seconds": start,
         "reason": reason,
     }
 
@@ -160,6 +244,7 @@ def read_tfrecords(pattern: str | list[str], batch_size: int = 1024,
     A file that cannot be read to its end (truncated, bad CRC) raises DataLossError naming it.
     """
     files = list_files(pattern)
+    check_tfrecord_files(files)
     records = tf.data.TFRecordDataset(files, num_parallel_reads=num_parallel_reads)
     return (records.batch(batch_size)
             .map(parse_tolerant, num_parallel_calls=tf.data.AUTOTUNE)
@@ -201,8 +286,21 @@ def hdf5_datasets(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Checks the research HDF5 layout; returns {dataset: (shape, dtype)}. Raises ValueError."""
     import h5py
 
-    with tf.io.gfile.GFile(path, "rb") as f, h5py.File(f, "r") as h5:
-        found = {name: (h5[name].shape, h5[name].dtype) for name in h5.keys()}
+    problem = file_problem(path)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    integral_frames = True
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f, h5py.File(f, "r") as h5:
+            # Members that are not datasets (groups, links to nothing) are not part of the layout: ignored.
+            datasets = {name: h5.get(name) for name in h5.keys()}
+            found = {name: (d.shape, d.dtype) for name, d in datasets.items() if isinstance(d, h5py.Dataset)}
+            frames = datasets.get(schema.H5_NUM_FRAMES)
+            if schema.H5_NUM_FRAMES in found and found[schema.H5_NUM_FRAMES][1].kind == "f":
+                values = frames[()]
+                integral_frames = bool(np.all(np.isfinite(values) & (values == np.round(values))))
+    except (OSError, KeyError, RuntimeError) as e:  # not HDF5, truncated, damaged
+        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
     missing = [k for k in (schema.H5_EMBEDDING, schema.H5_LABELS, schema.H5_VIDEO_ID) if k not in found]
     if missing:
         raise ValueError(f"{path}: HDF5 file has no dataset {', '.join(missing)}")
@@ -219,6 +317,9 @@ def hdf5_datasets(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME):
         if name in found:
             expected.append((found[name][0] == (n,), f"{name} has shape {found[name][0]}, expected [{n}]"))
+            expected.append((found[name][1].kind in "iuf", f"{name} is {found[name][1]}, expected numbers"))
+    expected.append((integral_frames, f"{schema.H5_NUM_FRAMES} holds values that are not whole numbers "
+                                      "(e.g. 9.5 or NaN), expected integers"))
     problems = [message for ok, message in expected if not ok]
     if problems:
         raise ValueError(f"{path}: {'; '.join(problems)}")

@@ -101,16 +101,33 @@ class ClassLabels:
 
 
 def read_class_labels(path: str) -> ClassLabels:
-    """Reads ``class_labels_indices.csv`` (local or ``gs://``); indices must be 0..526 in order."""
+    """Reads ``class_labels_indices.csv`` (local or ``gs://``; a UTF-8 BOM is allowed).
+
+    Raises ValueError naming the file unless it has the columns index,mid,display_name and exactly
+    the rows 0..526 in order, each with a distinct, non-empty mid.
+    """
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path, "r") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV ({e})") from None
     if not rows or set(rows[0]) != {"index", "mid", "display_name"}:
         raise ValueError(f"{path}: not a class_labels_indices.csv (columns index,mid,display_name)")
-    if [int(r["index"]) for r in rows] != list(range(len(rows))):
-        raise ValueError(f"{path}: indices are not 0..{len(rows) - 1} in order")
-    return ClassLabels(tuple(r["mid"] for r in rows), tuple(r["display_name"] for r in rows))
+    if len(rows) != NUM_CLASSES:
+        raise ValueError(f"{path}: {len(rows)} classes, expected {NUM_CLASSES}")
+    for i, row in enumerate(rows):
+        if (row["index"] or "").strip() != str(i):
+            raise ValueError(f"{path}: row {i + 2} has index {row['index']!r}, expected {i} (indices 0..{NUM_CLASSES - 1} "
+                             "in order, each once)")
+        if not row["mid"] or None in row:
+            raise ValueError(f"{path}: row {i + 2} has no mid or more than 3 columns")
+    mids = [r["mid"] for r in rows]
+    if len(set(mids)) != len(mids):
+        raise ValueError(f"{path}: mid {next(m for m in mids if mids.count(m) > 1)!r} appears twice")
+    return ClassLabels(tuple(mids), tuple(r["display_name"] for r in rows))
 
 
 # --- Validation: why a record is not a usable clip. The Beam job counts these
@@ -125,8 +142,17 @@ REJECT_REASONS = (
     "bad_frame_length",  # a frame whose byte string is not EMBEDDING_DIM bytes
     "label_out_of_range",  # a label id outside 0..NUM_CLASSES-1
     "duplicate",  # same (video_id, start_time_seconds) seen before (Beam job only)
-    "unreadable_data",  # the rest of a TFRecord file after a truncated or corrupt record (Beam job only)
+    "unreadable_data",  # the rest of a TFRecord file after a truncated or corrupt record, or a record whose
+    # length field claims more bytes than the file has left (Beam job only)
+    "too_many_labels",  # more than MAX_LABELS distinct label ids (the Beam job's --max_labels)
+    "bad_time",  # start_time_seconds missing (TFRecords), NaN, infinite or negative, or after end_time_seconds
+    "bad_video_id",  # a video_id that is not valid UTF-8
+    "unreadable_file",  # an input path that is not a readable regular file (directory, FIFO, socket,
+    # dangling symlink, symlink loop, permission denied): counts as one input record (Beam job only)
+    "conflicting_duplicate",  # same (video_id, start_time_seconds) as a clip seen before, other labels (Beam job only)
 )
+# A clip with more distinct labels than this is rejected (the released data has at most 12 per clip).
+MAX_LABELS = 32
 # Codes returned by the vectorized validator, in order of precedence.
 REASON_CODES = (OK,) + REJECT_REASONS
 
