@@ -17,6 +17,7 @@ scores (an ensemble that serves like a single model).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -26,6 +27,7 @@ import tf_keras as keras
 from tfdata import schema
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
+METADATA_FILE = "export_metadata.json"  # beside saved_model.pb: which weights, validation figures
 
 
 class _Labelled(tf.Module):
@@ -66,12 +68,28 @@ class ServingModule(_Labelled):
         return {"scores": self.model({"embedding": embedding, "num_frames": num_frames}, training=False)}
 
 
-def export(model: keras.Model, export_dir: str, class_labels_csv: str) -> str:
-    """Writes the SavedModel; the asset is copied in under its standard name."""
+def export(model: keras.Model, export_dir: str, class_labels_csv: str, metadata: dict | None = None) -> str:
+    """Writes the SavedModel; the asset is copied in under its standard name, and `metadata` (which
+    weights the export holds, and why) to EXPORT/METADATA_FILE."""
     module = ServingModule(model, class_labels_csv)
     if os.path.basename(class_labels_csv) != CLASS_LABELS_ASSET:
         raise ValueError(f"{class_labels_csv}: the class labels file must be named {CLASS_LABELS_ASSET}")
-    return _save(module, export_dir)
+    _save(module, export_dir)
+    if metadata is not None:
+        path = os.path.join(export_dir, METADATA_FILE)
+        with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+            json.dump(metadata, f, indent=1)
+        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    return export_dir
+
+
+def read_metadata(export_dir: str) -> dict | None:
+    """The metadata train.py wrote beside a SavedModel (None for exports without it)."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 class AverageModule(_Labelled):
