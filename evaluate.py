@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", help="where metrics.json, per_class.csv, scores.npz, per_class.png go")
     parser.add_argument("--train_manifest", help="the training shards' manifest.json: x axis of the plot")
     parser.add_argument("--batch_size", type=int, default=1024, help="clips scored per call")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="resamples of the clips for a 95%% interval of mAP (0: none)")
     parser.add_argument("--compare", nargs="+", metavar="R", help="print a table of several evaluations")
     parser.add_argument("--output", help="with --compare: also write the table (Markdown) here")
     args = parser.parse_args(argv)
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--saved_model, --data and --output_dir are required (or use --compare)")
         if args.batch_size < 1:
             parser.error("--batch_size must be positive")
+        if args.bootstrap < 0 or args.bootstrap == 1:
+            parser.error("--bootstrap must be 0 (no interval) or at least 2")
         evaluation.check_output_dir(args.output_dir)  # before the work, not after it
         saved_models = [evaluation.resolve_saved_model(p) for p in args.saved_model]
         train_counts = None
@@ -60,11 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         names = evaluation.class_names(saved_models[0])
         scored = evaluation.score(saved_models, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)
-        evaluation.write_results(args.output_dir, scored, result, names, saved_models, args.data, train_counts)
+        interval = (metrics.bootstrap_map(scored.labels, scored.scores, args.bootstrap)
+                    if args.bootstrap else None)
+        evaluation.write_results(args.output_dir, scored, result, names, saved_models, args.data, train_counts,
+                                 interval)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
     evaluation.print_table(result, names)
+    if interval:
+        print(f"mAP 95% interval {interval[0]:.4f} - {interval[1]:.4f} "
+              f"(bootstrap over the {result.num_clips} clips, {args.bootstrap} resamples)")
     if scored.skipped:
         print(f"skipped invalid records: {scored.skipped}")
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and per_class.png")

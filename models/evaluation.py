@@ -132,11 +132,13 @@ def _score_batch(serialized: tf.Tensor, models, accepted, parts, skipped) -> Non
 
 
 def write_results(output_dir: str, scored: Scored, result: metrics_lib.Metrics, names: tuple[str, ...],
-                  saved_models: list[str], data: str, train_counts: np.ndarray | None) -> None:
+                  saved_models: list[str], data: str, train_counts: np.ndarray | None,
+                  map_interval: tuple[float, float] | None = None) -> None:
     tf.io.gfile.makedirs(output_dir)
     per_class = [{"index": m.index, "name": names[m.index], "positives": m.positives, "AP": m.ap, "AUC": m.auc}
                  for m in result.per_class]
-    summary = {"mAP": result.mAP, "AUC": result.AUC, "d_prime": result.d_prime, "num_clips": result.num_clips,
+    summary = {"mAP": result.mAP, "mAP_95_interval": list(map_interval) if map_interval else None,
+               "AUC": result.AUC, "d_prime": result.d_prime, "num_clips": result.num_clips,
                "num_classes_scored": result.num_classes_scored, "num_classes_left_out": result.num_classes_left_out,
                "skipped_records": scored.skipped, "saved_models": saved_models, "data": data, "per_class": per_class}
     nulls = {}

@@ -30,6 +30,7 @@ Resampling (resampy) stays outside the graph: tfdata.audio.load does it before t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -56,6 +57,7 @@ import tf_keras as keras  # noqa: E402
 from tfdata import fileio, schema  # noqa: E402
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
+METADATA_FILE = "export_metadata.json"  # beside saved_model.pb: which weights, validation figures
 
 
 class _Labelled(tf.Module):
@@ -67,7 +69,7 @@ class _Labelled(tf.Module):
         self.class_names = tf.Variable(list(schema.read_class_labels(class_labels_csv).names), trainable=False)
 
 
-def _save(module: _Labelled, export_dir: str) -> str:
+def _save(module: _Labelled, export_dir: str, metadata: dict | None = None) -> str:
     """Saves under a temporary name beside export_dir, then renames: a reader sees a whole export or none."""
     tmp = fileio.temporary_sibling(export_dir)
     try:
@@ -75,6 +77,9 @@ def _save(module: _Labelled, export_dir: str) -> str:
             "serving_default": module.serve_embeddings.get_concrete_function(),
             "serve_examples": module.serve_examples.get_concrete_function(),
         })
+        if metadata is not None:
+            with tf.io.gfile.GFile(os.path.join(tmp, METADATA_FILE), "w") as f:
+                json.dump(metadata, f, indent=1)
         fileio.replace_directory(tmp, export_dir)
     except BaseException:
         if tf.io.gfile.exists(tmp):
@@ -120,11 +125,12 @@ def _check_frames(num_frames: tf.Tensor, signature: str) -> tf.Operation:
         f"{signature}: every clip needs at least one frame; clip", first, "has 0 frames"])
 
 
-def export(model: keras.Model, export_dir: str, class_labels_csv: str) -> str:
-    """Writes the SavedModel; the asset is copied in under its standard name."""
+def export(model: keras.Model, export_dir: str, class_labels_csv: str, metadata: dict | None = None) -> str:
+    """Writes the SavedModel; the asset is copied in under its standard name, and `metadata` (which
+    weights the export holds, and why) to EXPORT/METADATA_FILE."""
     check_class_labels(class_labels_csv)
     module = ServingModule(model, class_labels_csv)
-    return _save(module, export_dir)
+    return _save(module, export_dir, metadata)
 
 
 def check_class_labels(class_labels_csv: str) -> None:
@@ -132,6 +138,15 @@ def check_class_labels(class_labels_csv: str) -> None:
     if os.path.basename(class_labels_csv) != CLASS_LABELS_ASSET:
         raise ValueError(f"{class_labels_csv}: the class labels file must be named {CLASS_LABELS_ASSET}")
     schema.read_class_labels(class_labels_csv)
+
+
+def read_metadata(export_dir: str) -> dict | None:
+    """The metadata train.py wrote beside a SavedModel (None for exports without it)."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 class AverageModule(_Labelled):

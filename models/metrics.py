@@ -61,3 +61,58 @@ def compute(labels: np.ndarray, scores: np.ndarray) -> Metrics:
         mAP=float(np.mean(aps)), AUC=mean_auc, d_prime=d_prime(mean_auc) if aucs else float("nan"),
         num_clips=len(labels), num_classes_scored=len(aps), num_classes_left_out=labels.shape[1] - len(aps),
         per_class=tuple(per_class))
+
+
+class WeightedMAP:
+    """mAP of one set of scores under many clip weightings (a clip of weight k counts k times; equal
+    scores form one threshold, as in sklearn): every class is sorted once, not once per weighting.
+
+    labels 0/1 [N, C], scores [N, C]; ``self(weight [N])`` -> mAP over the classes with a weighted positive.
+    """
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray):
+        labels = labels.astype(bool)
+        n, num_classes = labels.shape
+        self.order = np.argsort(-scores, axis=0, kind="stable").astype(np.int32)  # [N, C]: clips by descending score
+        ranked = np.take_along_axis(scores, self.order, axis=0)  # [N, C]
+        last = np.where(np.r_[ranked[1:] != ranked[:-1], np.ones([1, num_classes], bool)],
+                        np.arange(n)[:, None], n)  # [N, C]: own rank at the last clip of a group of ties, else n
+        group_end = np.minimum.accumulate(last[::-1], axis=0)[::-1]  # [N, C]: rank where each clip's group ends
+        # The positives, class by class in rank order: P = all positive (clip, class) pairs.
+        self.cls, rank = np.nonzero(np.take_along_axis(labels, self.order, axis=0).T)  # [P], [P]
+        self.clip = self.order[rank, self.cls]  # [P]
+        self.end = group_end[rank, self.cls]  # [P]
+        self.first = np.searchsorted(self.cls, np.arange(num_classes + 1))  # [C + 1]: each class's first positive
+        # For each positive, the last positive of its class ranked at or before its group's end.
+        self.upto = np.concatenate([
+            self.first[c] + np.searchsorted(rank[self.first[c]:self.first[c + 1]],
+                                            self.end[self.first[c]:self.first[c + 1]], side="right") - 1
+            for c in range(num_classes)]).astype(np.int64)  # [P]
+        self.num_classes = num_classes
+
+    def __call__(self, weight: np.ndarray) -> float:
+        weight = np.asarray(weight, np.float32)
+        seen = np.cumsum(weight[self.order], axis=0, dtype=np.float32)[self.end, self.cls]  # [P]: weight above threshold
+        hits = weight[self.clip].astype(np.float64)  # [P]
+        cumulative = np.cumsum(hits)  # [P]
+        base = np.r_[0.0, cumulative][self.first[:-1]][self.cls]  # [P]: hits of the classes before
+        precision = (cumulative[self.upto] - base) / np.maximum(seen, 1e-12)  # [P]
+        total = np.bincount(self.cls, hits, self.num_classes)  # [C]
+        scored = total > 0
+        return float((np.bincount(self.cls, hits * precision, self.num_classes)[scored] / total[scored]).mean())
+
+
+def bootstrap_map(labels: np.ndarray, scores: np.ndarray, resamples: int = 200, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float]:
+    """A percentile bootstrap interval of mAP over clips: labels 0/1 [N, C], scores [N, C] -> (low, high).
+
+    Each resample draws N clips with replacement; classes without a positive in a resample are left
+    out of its mean, as in :func:`compute`.
+    """
+    weighted = WeightedMAP(labels, scores)
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    maps = [weighted(np.bincount(rng.integers(0, n, n), minlength=n)) for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(maps, [tail, 100 - tail])
+    return float(low), float(high)

@@ -1,15 +1,18 @@
 """The quality runs on real AudioSet: research models and our recipe, trained and evaluated the same way.
 
-    python -m models.quality --input '../shared/data/audioset/bal_train/*.tfrecord' --work_dir quality \
+    python -m models.quality --input '../shared/data/audioset/bal_train/*.tfrecord' \
+        --eval_input '../shared/data/audioset/eval_a/*.tfrecord' --work_dir quality \
         [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best,ensemble] \
         [--steps 1000] [--eval_every 100] [--snapshots 5]
 
-1. `beam_pipelines.build_shards --holdout_fraction 0.1` into WORK/shards (once; a stable split by a
-   hash of video_id), 2. for every run `train.py` with `--eval_data WORK/shards/holdout` (validation
-   mAP every --eval_every steps), 3. `evaluate.py` on the holdout, for the final export and for the
-   average of the last --snapshots checkpoints (the research code's snapshot averaging). Each run is
-   a subprocess running exactly the documented commands, printed before it starts. Writes
-   WORK/results/RUN.json (the small summary committed under results/) and WORK/results.md (a table).
+1. `beam_pipelines.build_shards` into WORK/shards, all of --input for training, and --eval_input as
+   plain shards into WORK/eval_shards (once each); without --eval_input, a holdout of --input
+   (--holdout_fraction, a stable split by a hash of video_id) instead, 2. for every run `train.py` with
+   `--eval_data` the validation clips (validation mAP every --eval_every steps), 3. `evaluate.py` on
+   them, with a bootstrap 95% interval of mAP, for the final export and for the average of the last
+   --snapshots checkpoints (the research code's snapshot averaging). Each run is a subprocess running
+   exactly the documented commands, printed before it starts. Writes WORK/results/RUN.json (the small
+   summary committed under results/) and WORK/results.md (a table).
 A run named after a research model uses the research recipe (no mixup, no weight averaging); `best`
 uses train.py's defaults (our recipe), and the variants in VARIANTS change one thing of it.
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
@@ -51,8 +54,9 @@ class QualityConfig:
     steps: int = 1000
     eval_every: int = 100
     snapshots: int = 5
-    holdout_fraction: float = 0.1
+    holdout_fraction: float = 0.1  # only without eval_input
     class_labels: str | None = None
+    eval_input: str | None = None  # glob of the validation TFRecords (e.g. eval_a); else a holdout of input
     train_args: tuple[str, ...] = ()  # extra train.py arguments for every run (e.g. a smaller model in tests)
 
 
@@ -93,8 +97,12 @@ def run_quality(config: QualityConfig) -> list[dict]:
     shards = os.path.join(work, "shards")
     os.makedirs(os.path.join(work, "results"), exist_ok=True)
     if not os.path.exists(os.path.join(shards, "manifest.json")):
+        holdout = 0 if config.eval_input else config.holdout_fraction
         _run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", config.input, "--output_dir", shards,
-              "--holdout_fraction", str(config.holdout_fraction), "--overwrite"], os.path.join(work, "shards.log"))
+              "--holdout_fraction", str(holdout), "--overwrite"], os.path.join(work, "shards.log"))
+    if config.eval_input and not os.path.exists(os.path.join(work, "eval_shards", "manifest.json")):
+        _run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", config.eval_input, "--output_dir",
+              os.path.join(work, "eval_shards"), "--layout", "plain", "--overwrite"], os.path.join(work, "eval_shards.log"))
     summaries = []
     for run in config.runs:
         if run == "ensemble":
@@ -113,12 +121,11 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     model_dir, shards = os.path.join(work, "runs", run), os.path.join(work, "shards")
     labels = _class_labels(config)
     args = [*train_args(run), "--train_data", shards, "--model_dir", model_dir,
-            "--eval_data", os.path.join(shards, "holdout"), "--steps", str(config.steps),
+            "--eval_data", validation_data(config, work), "--steps", str(config.steps),
             "--eval_every", str(config.eval_every), "--snapshots", str(config.snapshots), "--seed", str(SEEDS.get(run, 0)),
             "--class_labels", labels, *config.train_args]
     summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
-               "steps": config.steps, "seed": SEEDS.get(run, 0), "data": config.input,
-               "holdout_fraction": config.holdout_fraction}
+               "steps": config.steps, "seed": SEEDS.get(run, 0), **_data(config)}
     path = os.path.join(work, "results", f"{run}.json")
     if os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
         with open(path) as f:
@@ -130,11 +137,13 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
         shutil.rmtree(model_dir)
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
                                           os.path.join(work, "results", f"{run}.train.log")))
-    summary["final"] = _evaluate(work, run, [os.path.join(model_dir, "saved_model")])
+    summary["final"] = _evaluate(config, work, run, [os.path.join(model_dir, "saved_model")])
+    with open(os.path.join(model_dir, "saved_model", "export_metadata.json")) as f:  # models.exporting.METADATA_FILE
+        summary["exported_weights"] = json.load(f)["weights"]
     snapshots = sorted(p for p in glob.glob(os.path.join(glob.escape(model_dir), "snapshots", "weights-*"))
                        if ".tmp-" not in os.path.basename(p))  # the model dir is a literal path
     if len(snapshots) > 1:
-        summary["snapshots"] = _evaluate(work, f"{run}-snapshots", snapshots)
+        summary["snapshots"] = _evaluate(config, work, f"{run}-snapshots", snapshots)
     with open(os.path.join(model_dir, "history.csv")) as f:
         history = list(csv.DictReader(f))
     for column in ("val_mAP", "val_mAP_ema"):
@@ -154,31 +163,43 @@ def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
          os.path.join(work, "results", "ensemble.export.log"))
     summary = {"run": "ensemble", "members": [m["run"] for m in members],
                "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"], "steps": config.steps,
-               "train_seconds": sum(m["train_seconds"] for m in members), "data": config.input,
-               "holdout_fraction": config.holdout_fraction, "final": _evaluate(work, "ensemble", [export])}
+               "train_seconds": sum(m["train_seconds"] for m in members), **_data(config),
+               "final": _evaluate(config, work, "ensemble", [export])}
     with open(os.path.join(work, "results", "ensemble.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 
 
-def _evaluate(work: str, name: str, models: list[str]) -> dict:
-    """evaluate.py on the holdout (several models: their mean scores); the headline metrics."""
-    shards = os.path.join(work, "shards")
+def validation_data(config: QualityConfig, work: str) -> str:
+    """The validation clips: the plain shards of --eval_input, else the holdout of --input."""
+    return os.path.join(work, "eval_shards") if config.eval_input else os.path.join(work, "shards", "holdout")
+
+
+def _data(config: QualityConfig) -> dict:
+    if config.eval_input:
+        return {"data": config.input, "eval_data": config.eval_input}
+    return {"data": config.input, "holdout_fraction": config.holdout_fraction}
+
+
+def _evaluate(config: QualityConfig, work: str, name: str, models: list[str]) -> dict:
+    """evaluate.py on the validation clips (several models: their mean scores); the headline metrics."""
     out = os.path.join(work, "results", name)
-    _run([sys.executable, "evaluate.py", "--saved_model", *models, "--data", os.path.join(shards, "holdout"),
-          "--output_dir", out, "--train_manifest", os.path.join(shards, "manifest.json")], out + ".log")
+    _run([sys.executable, "evaluate.py", "--saved_model", *models, "--data", validation_data(config, work),
+          "--output_dir", out, "--train_manifest", os.path.join(work, "shards", "manifest.json")], out + ".log")
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
-    return {**{k: m[k] for k in ("mAP", "AUC", "d_prime", "num_clips", "num_classes_scored")}, "num_models": len(models)}
+    keys = ("mAP", "mAP_95_interval", "AUC", "d_prime", "num_clips", "num_classes_scored")
+    return {**{k: m[k] for k in keys}, "num_models": len(models)}
 
 
 def table(summaries: list[dict]) -> str:
-    rows = ["| run | mAP | AUC | d-prime | mAP, snapshots averaged | training time | train.py arguments |",
+    rows = ["| run | mAP (95% interval) | AUC | d-prime | mAP, snapshots averaged | training time | train.py arguments |",
             "|---|---|---|---|---|---|---|"]
     for s in summaries:
         final, snap = s["final"], s.get("snapshots")
         snap_text = f"{snap['mAP']:.3f} ({snap['num_models']} snapshots)" if snap else "n/a"
-        rows.append(f"| {s['run']} | {final['mAP']:.3f} | {final['AUC']:.3f} | {final['d_prime']:.3f} | {snap_text} "
+        low, high = final.get("mAP_95_interval") or (float("nan"), float("nan"))
+        rows.append(f"| {s['run']} | {final['mAP']:.3f} ({low:.3f}-{high:.3f}) | {final['AUC']:.3f} | {final['d_prime']:.3f} | {snap_text} "
                     f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {s['steps']}` |")
     return "\n".join(rows) + "\n"
 
@@ -187,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", required=True, help="glob of AudioSet TFRecords (e.g. bal_train/*.tfrecord)")
+    parser.add_argument("--eval_input", help="glob of the validation TFRecords (e.g. eval_a/*.tfrecord); "
+                                             "without it, a 10%% holdout of --input")
     parser.add_argument("--work_dir", required=True, help="shards, runs, results and logs go here")
     parser.add_argument("--runs", default=",".join(QualityConfig.runs), help="comma-separated runs")
     parser.add_argument("--steps", type=int, default=QualityConfig.steps, help="training steps of every run")
@@ -197,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_args", default="", help="extra train.py arguments for every run, quoted")
     a = parser.parse_args(argv)
     config = QualityConfig(a.input, a.work_dir, tuple(a.runs.split(",")), a.steps, a.eval_every, a.snapshots,
-                           class_labels=a.class_labels, train_args=tuple(shlex.split(a.train_args)))
+                           class_labels=a.class_labels, train_args=tuple(shlex.split(a.train_args)),
+                           eval_input=a.eval_input)
     try:
         for run in config.runs:
             if run != "ensemble":

@@ -97,6 +97,8 @@ class EvalMetrics(keras.callbacks.Callback):
     def __init__(self, eval_data: str, batch_size: int):
         super().__init__()
         self._eval_data, self._batch_size = eval_data, batch_size
+        self.last_mAP: dict[str, float] = {}  # the last epoch's validation mAP: {"raw": ..., "ema": ...}
+        self.raw_weights: list[np.ndarray] | None = None  # the last epoch's raw trainable weights (with EMA)
 
     def _evaluate(self) -> metrics.Metrics:
         scores, labels = [], []
@@ -109,13 +111,14 @@ class EvalMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         result = self._evaluate()
         logs.update({"val_mAP": result.mAP, "val_AUC": result.AUC, "val_d_prime": result.d_prime})
+        self.last_mAP = {"raw": result.mAP}
         optimizer = self.model.optimizer
         if getattr(optimizer, "use_ema", False):
             variables = self.model.trainable_variables
-            raw = [v.numpy() for v in variables]
+            self.raw_weights = [v.numpy() for v in variables]
             optimizer.finalize_variable_values(variables)  # the moving averages into the model
-            logs["val_mAP_ema"] = self._evaluate().mAP
-            for v, value in zip(variables, raw):
+            logs["val_mAP_ema"] = self.last_mAP["ema"] = self._evaluate().mAP
+            for v, value in zip(variables, self.raw_weights):
                 v.assign(value)
 
 
@@ -243,8 +246,9 @@ def train(config: TrainConfig) -> str | None:
                                         save_weights_only=True),
         LearningRateLogger(),
     ]
-    if config.eval_data:
-        callbacks.append(EvalMetrics(config.eval_data, config.batch_size))
+    validation = EvalMetrics(config.eval_data, config.batch_size) if config.eval_data else None
+    if validation:
+        callbacks.append(validation)
     callbacks.append(GlobalStepTensorBoard(os.path.join(config.model_dir, "logs")))
     history = os.path.join(config.model_dir, "history.csv") if chief else os.path.join(tempfile.mkdtemp(), "h.csv")
     callbacks.append(keras.callbacks.CSVLogger(history, append=resuming))  # per epoch; a resumed run appends
@@ -257,6 +261,8 @@ def train(config: TrainConfig) -> str | None:
         raise TrainingDivergedError(
             f"the training loss became NaN or infinite at step {diverged.bad_step}; nothing was exported. Lower "
             f"--learning_rate (now {config.learning_rate}) and start again with a new --model_dir")
+    metadata = choose_weights(model, config, validation)  # fit leaves the EMA weights in the model
+    print(f"exporting the {metadata['weights']} weights: {metadata['why']}", flush=True)
 
     export_dir = config.export_dir or os.path.join(config.model_dir, "saved_model")
     # Outside any strategy (distributed variables cannot be saved in signatures) and in float32. Every
@@ -265,7 +271,7 @@ def train(config: TrainConfig) -> str | None:
     serving = zoo.build(config.model)
     serving.set_weights(model.get_weights())
     target = export_dir if chief else tempfile.mkdtemp(prefix="export-")
-    exporting.export(serving, target, labels_csv)
+    exporting.export(serving, target, labels_csv, metadata)
     if not chief:
         shutil.rmtree(target, ignore_errors=True)
     elif config.snapshots:
@@ -273,6 +279,23 @@ def train(config: TrainConfig) -> str | None:
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # barrier: no worker leaves early
         strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
     return export_dir if chief else None
+
+
+def choose_weights(model: keras.Model, config: TrainConfig, validation: EvalMetrics | None) -> dict:
+    """Leaves in `model` the weights to export, raw or EMA, whichever validated better at the last epoch
+    (EMA when there is no validation data); returns the export metadata that says which and why."""
+    metadata = {"weights": "raw", "ema_decay": config.ema, "steps": config.steps, "eval_data": config.eval_data,
+                "validation_mAP": dict(validation.last_mAP) if validation else None}
+    if config.ema <= 0:
+        return metadata | {"why": "no weight averaging (--ema 0)"}
+    if validation is None or validation.raw_weights is None:
+        return metadata | {"weights": "ema", "why": "--ema is on and there is no validation data to compare"}
+    raw, ema = validation.last_mAP["raw"], validation.last_mAP["ema"]
+    if ema >= raw:
+        return metadata | {"weights": "ema", "why": f"validation mAP {ema:.4f} (EMA) >= {raw:.4f} (raw)"}
+    for variable, value in zip(model.trainable_variables, validation.raw_weights):
+        variable.assign(value)
+    return metadata | {"why": f"validation mAP {raw:.4f} (raw) > {ema:.4f} (EMA)"}
 
 
 def export_snapshots(config: TrainConfig, labels_csv: str) -> list[str]:

@@ -54,3 +54,32 @@ def test_shape_mismatch_and_empty_input_are_refused():
         metrics.compute(np.zeros([3, 2]), np.zeros([3, 3]))
     with pytest.raises(ValueError, match="no class has a positive"):
         metrics.compute(np.zeros([3, 2]), np.zeros([3, 2]))
+
+
+def test_weighted_map_equals_sklearn_with_sample_weights_and_ties():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.random([400, 12]) < 0.1
+    labels[:, 5] = False  # a class without positives is left out
+    scores = np.round(rng.random([400, 12]) + 0.4 * labels, 1)  # coarse scores: many ties
+    weighted = metrics.WeightedMAP(labels, scores)
+    assert weighted(np.ones(400)) == pytest.approx(metrics.compute(labels, scores).mAP, abs=1e-6)
+    for _ in range(3):
+        weight = rng.integers(0, 3, 400)
+        expected = np.mean([average_precision_score(labels[:, c], scores[:, c], sample_weight=weight)
+                            for c in range(12) if (weight * labels[:, c]).sum() > 0])
+        assert weighted(weight) == pytest.approx(expected, abs=1e-6)
+
+
+def test_bootstrap_interval_holds_the_map_and_narrows_with_more_clips():
+    rng = np.random.default_rng(4)
+
+    def interval(n):
+        labels = rng.random([n, 20]) < 0.1
+        scores = rng.random([n, 20]) + 0.5 * labels
+        return metrics.compute(labels, scores).mAP, metrics.bootstrap_map(labels, scores, resamples=100)
+
+    (small_map, (low, high)), (_, (big_low, big_high)) = interval(300), interval(3000)
+    assert low < small_map < high
+    assert 0 < big_high - big_low < (high - low) / 2  # ~1/sqrt(10) as wide

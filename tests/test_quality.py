@@ -25,24 +25,35 @@ def test_research_runs_use_the_research_recipe_and_best_the_defaults():
         quality.train_args("nope")
 
 
+def test_validation_is_the_eval_input_else_a_holdout():
+    assert quality.validation_data(quality.QualityConfig("in", "w", eval_input="e"), "w") == "w/eval_shards"
+    assert quality.validation_data(quality.QualityConfig("in", "w"), "w") == "w/shards/holdout"
+
+
 def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys, monkeypatch):
     import numpy as np
 
     monkeypatch.setattr(quality, "ENSEMBLE_MEMBERS", quality.ENSEMBLE_MEMBERS[:2])  # two members train in half the time
     work = tmp_path / "quality"
     argv = ["--input", str(audioset_dir / "bal_train" / "a*.tfrecord"), "--work_dir", str(work),
+            "--eval_input", str(audioset_dir / "eval_a" / "a*.tfrecord"),
             "--runs", "single_attention,best,ensemble", "--steps", "2", "--eval_every", "1", "--snapshots", "2",
             "--train_args", "--batch_size 50 --hidden_units 32"]
     assert quality.main(argv) == 0
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
-    holdout = manifest["splits"]["holdout"]["clips"]
-    assert 0 < holdout < manifest["written_clips"]
+    assert "holdout" not in manifest["splits"]  # all of --input trains; --eval_input validates
+    holdout = json.loads((work / "eval_shards" / "manifest.json").read_text())["written_clips"]
+    assert holdout > 100
     for run in ("single_attention", *quality.ENSEMBLE_MEMBERS):
         summary = json.loads((work / "results" / f"{run}.json").read_text())
         for name in ("final", "snapshots"):
             m = summary[name]
             assert m["num_clips"] == holdout and 0 < m["mAP"] <= 1 and 0 <= m["AUC"] <= 1
             assert m["num_classes_scored"] > 0
+            low, high = m["mAP_95_interval"]
+            assert low <= m["mAP"] <= high and high - low > 0.001
+        assert summary["exported_weights"] in ("raw", "ema")
+        assert summary["eval_data"] == str(audioset_dir / "eval_a" / "a*.tfrecord")
         assert summary["snapshots"]["num_models"] == 2 and len(summary["validation_mAP"]) == 2
     assert json.loads((work / "results" / "single_attention.json").read_text())["train_args"][:2] == [
         "--model", "single_attention"]

@@ -94,7 +94,62 @@ def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards,
             return sorted(np.asarray(f[k]).tobytes() for k in _datasets(f))
 
     assert last_checkpoint(tmp_path / "ema") == last_checkpoint(tmp_path / "raw")
-    assert not np.allclose(exported_scores(tmp_path / "ema"), exported_scores(tmp_path / "raw"), atol=1e-4)
+    # The EMA run exports its averaged weights when they validate better, else the same raw weights.
+    from models import exporting
+
+    same = np.allclose(exported_scores(tmp_path / "ema"), exported_scores(tmp_path / "raw"), atol=1e-4)
+    assert same == (exporting.read_metadata(str(tmp_path / "ema" / "saved_model"))["weights"] == "raw")
+
+
+def test_export_holds_the_weights_that_validate_better_and_says_which(shards, tmp_path):
+    """With validation data the export holds raw or EMA weights, whichever scored the higher mAP at the
+    last epoch, and its metadata says which; without validation data, the EMA weights."""
+    import tensorflow as tf
+
+    from models import exporting, metrics
+    from tfdata import datasets
+
+    args = ["--steps", "4", "--steps_per_epoch", "2", "--model", "average_pooling", "--learning_rate", "0.01",
+            "--ema", "0.9"]
+    validated = _train(shards, tmp_path / "validated", *args, "--eval_data", str(shards / "holdout"))
+    unvalidated = _train(shards, tmp_path / "unvalidated", *args)
+    assert validated.returncode == 0 and unvalidated.returncode == 0, (validated.stderr[-3000:], unvalidated.stderr[-3000:])
+    last = _history(tmp_path / "validated")[-1]
+    raw, ema = float(last["val_mAP"]), float(last["val_mAP_ema"])
+    assert abs(raw - ema) > 1e-3, (raw, ema)  # the two differ, so the choice matters
+    meta = exporting.read_metadata(str(tmp_path / "validated" / "saved_model"))
+    winner = "raw" if raw > ema else "ema"
+    assert meta["weights"] == winner and meta["validation_mAP"] == pytest.approx({"raw": raw, "ema": ema}, abs=1e-6)
+    assert f"exporting the {winner} weights" in validated.stdout
+    # The export scores the validation clips exactly as the winning weights did.
+    serve = tf.saved_model.load(str(tmp_path / "validated" / "saved_model")).signatures["serve_examples"]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(datasets.eval_files(str(shards / "holdout")))]
+    scores = serve(examples=tf.constant(records))["scores"].numpy()
+    label_ids = tf.io.parse_sequence_example(records, context_features={"labels": tf.io.VarLenFeature(tf.int64)})[0][
+        "labels"]
+    labels = np.zeros_like(scores)
+    labels[label_ids.indices[:, 0].numpy(), label_ids.values.numpy()] = 1
+    assert metrics.compute(labels, scores).mAP == pytest.approx(max(raw, ema), abs=1e-4)
+    meta = exporting.read_metadata(str(tmp_path / "unvalidated" / "saved_model"))
+    assert meta["weights"] == "ema" and meta["validation_mAP"] is None and "no validation data" in meta["why"]
+
+
+@pytest.mark.parametrize("raw_map, ema_map, exported", [(0.3, 0.2, "raw"), (0.2, 0.3, "ema"), (0.2, 0.2, "ema")])
+def test_choose_weights_keeps_the_better_validating_weights(raw_map, ema_map, exported):
+    from models import trainer, zoo
+
+    model = zoo.build(zoo.ModelConfig("average_pooling", hidden_units=8, num_layers=1))
+    ema_weights = [v.numpy() for v in model.trainable_variables]  # what fit leaves in the model
+    validation = trainer.EvalMetrics("unused", 1)
+    validation.last_mAP = {"raw": raw_map, "ema": ema_map}
+    validation.raw_weights = [w + 1 for w in ema_weights]
+    config = trainer.TrainConfig("s", "m", ema=0.99, eval_data="e")
+    meta = trainer.choose_weights(model, config, validation)
+    assert meta["weights"] == exported and meta["validation_mAP"] == {"raw": raw_map, "ema": ema_map}
+    expected = validation.raw_weights if exported == "raw" else ema_weights
+    for variable, value in zip(model.trainable_variables, expected):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    assert trainer.choose_weights(model, trainer.TrainConfig("s", "m", ema=0), None)["weights"] == "raw"
 
 
 def test_a_run_that_starts_over_starts_a_new_history(shards, tmp_path):
