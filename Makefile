@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 AUDIOSET ?= ../shared/data/audioset
+AUDIOSET_EVAL ?= $(AUDIOSET)/eval_a
 QUICKSTART_STEPS ?= 50
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -42,13 +43,13 @@ demo-real: $(STAMP)
 	@test -d $(AUDIOSET)/bal_train || { echo "no $(AUDIOSET)/bal_train: see README.md, \"The real data\"; or make demo-real AUDIOSET=DIR"; exit 2; }
 	rm -rf quickstart
 	$(PY) -m tfdata.summarize "$(AUDIOSET)/bal_train/*.tfrecord" --class_labels $(AUDIOSET)/class_labels_indices.csv
-	$(PY) -m beam_pipelines.build_shards --input "$(AUDIOSET)/bal_train/*.tfrecord" --output_dir quickstart/shards \
-		--holdout_fraction 0.1
-	$(PY) train.py --train_data quickstart/shards --model_dir quickstart/model --eval_data quickstart/shards/holdout \
-		--steps $(QUICKSTART_STEPS) --eval_every $(QUICKSTART_STEPS) --seed 0
-	$(PY) evaluate.py --saved_model quickstart/model --data quickstart/shards/holdout --output_dir quickstart/eval \
+	$(PY) -m beam_pipelines.build_shards --input "$(AUDIOSET)/bal_train/*.tfrecord" --output_dir quickstart/shards
+	$(PY) -m beam_pipelines.build_shards --input "$(AUDIOSET_EVAL)/*.tfrecord" --output_dir quickstart/eval --layout plain
+	$(PY) train.py --train_data quickstart/shards --model_dir quickstart/model --eval_data quickstart/eval \
+		--eval_every $(QUICKSTART_STEPS) --steps $(QUICKSTART_STEPS)
+	$(PY) evaluate.py --saved_model quickstart/model --data quickstart/eval --output_dir quickstart/results \
 		--train_manifest quickstart/shards/manifest.json
-	$(PY) predict.py --saved_model quickstart/model --input quickstart/shards/holdout --max_clips 5 --top_k 3 \
+	$(PY) predict.py --saved_model quickstart/model --input quickstart/eval --max_clips 5 --top_k 3 \
 		--output quickstart/predictions.csv
 
 clean:

@@ -375,7 +375,7 @@ def run(argv: list[str] | None = None) -> dict:
     if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output_dir {out} is a file, not a directory; choose a new directory")
     if "://" not in out and not os.path.isdir(out) and _existing_file_above(out):
-        raise UsageError(f"--output_dir {out}: {_existing_file_above(out)} is a file, not a directory")
+        raise UsageError(f"cannot write to --output_dir {out}: {_existing_file_above(out)} is a file, not a directory")
     try:
         files, sizes, hdf5, unreadable = input_files(config.input, config.out)
         if hdf5:

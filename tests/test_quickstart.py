@@ -21,12 +21,15 @@ def quickstart_commands() -> list[str]:
     return [c for c in commands if c]
 
 
-def test_the_quick_start_is_five_commands_whose_outputs_git_ignores():
+def test_the_quick_start_is_six_commands_whose_outputs_git_ignores():
     commands = quickstart_commands()
-    assert commands[0].startswith("D=") and len(commands) == 6, commands
-    tools = [shlex.split(c)[1:3] for c in commands[1:]]
-    assert tools == [["-m", "tfdata.summarize"], ["-m", "beam_pipelines.build_shards"], ["train.py", "--train_data"],
+    assert commands[0].startswith("D=") and commands[1].startswith("E=") and len(commands) == 8, commands
+    tools = [shlex.split(c)[1:3] for c in commands[2:]]
+    assert tools == [["-m", "tfdata.summarize"], ["-m", "beam_pipelines.build_shards"],
+                     ["-m", "beam_pipelines.build_shards"], ["train.py", "--train_data"],
                      ["evaluate.py", "--saved_model"], ["predict.py", "--saved_model"]]
+    train = shlex.split(commands[5])
+    assert "--steps" not in train and "--eval_data" in train  # the defaults are the recipe
     ignored = subprocess.run(["git", "check-ignore", "quickstart/shards", "quickstart/model"], cwd=REPO_ROOT,
                              capture_output=True, text=True)
     if ignored.returncode == 128:
@@ -36,22 +39,23 @@ def test_the_quick_start_is_five_commands_whose_outputs_git_ignores():
 
 def test_makefile_demo_real_runs_the_quick_start_commands():
     recipe = (REPO_ROOT / "Makefile").read_text().split("\ndemo-real:")[1].split("\n\n")[0]
-    for command in quickstart_commands()[1:]:
+    for command in quickstart_commands()[2:]:
         tool = shlex.split(command)[1:3]
         assert " ".join(tool) in recipe, tool
 
 
 @pytest.mark.slow
 def test_quick_start_as_written_on_a_slice_of_bal_train(tmp_path):
-    if not (SHARED_AUDIOSET / "bal_train").is_dir():
+    if not (SHARED_AUDIOSET / "eval_a").is_dir():
         pytest.skip(f"real AudioSet data not found at {SHARED_AUDIOSET}")
     data = tmp_path / "audioset"
-    (data / "bal_train").mkdir(parents=True)
-    for path in sorted((SHARED_AUDIOSET / "bal_train").glob("*.tfrecord"))[:300]:  # about 1,600 clips
-        os.symlink(path, data / "bal_train" / path.name)
+    for split, files in (("bal_train", 300), ("eval_a", 100)):  # about 1,600 and 270 clips
+        (data / split).mkdir(parents=True)
+        for path in sorted((SHARED_AUDIOSET / split).glob("*.tfrecord"))[:files]:
+            os.symlink(path, data / split / path.name)
     os.symlink(SHARED_AUDIOSET / "class_labels_indices.csv", data / "class_labels_indices.csv")
     script = "\n".join(["set -e", f"cd {shlex.quote(str(tmp_path))}"] + [
-        re.sub(r"--steps \d+ --eval_every \d+", "--steps 2 --eval_every 2", c)
+        re.sub(r"--eval_every \d+", "--eval_every 2 --steps 2", c)
         .replace(".venv/bin/python", shlex.quote(sys.executable))
         .replace("train.py", str(REPO_ROOT / "train.py")).replace("evaluate.py", str(REPO_ROOT / "evaluate.py"))
         .replace("predict.py", str(REPO_ROOT / "predict.py"))
