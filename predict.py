@@ -110,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             line += "  [true: " + ", ".join(row["true_labels"]) + "]"
         print(line)
         rows.append(row)
-    if args.output:
-        with tf.io.gfile.GFile(args.output, "w") as out:
-            if args.output.endswith(".csv"):
-                out.write(csv_rows(rows, args.top_k))
-            else:
-                out.write("".join(json.dumps(row) + "\n" for row in rows))
+    if args.output:  # under a temporary name, then renamed: a partial file never looks finished
+        from tfdata import fileio
+
+        try:
+            fileio.write_atomically(args.output, csv_rows(rows, args.top_k) if args.output.endswith(".csv")
+                                    else "".join(json.dumps(row) + "\n" for row in rows))
+        except (OSError, tf.errors.OpError) as e:
+            print(f"error: cannot write --output {args.output}: {readers.error_message(e)}", file=sys.stderr)
+            return 1
     if scored.skipped:
         print(f"skipped invalid records: {scored.skipped}", file=sys.stderr)
     return 0
@@ -180,30 +183,30 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def _write_top_csv(path: str, results: list, names, k: int) -> None:
-    import tensorflow as tf
+    from tfdata import fileio
 
-    with tf.io.gfile.GFile(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "rank", "index", "name", "score"])
-        for file, scores, _ in results:
-            for rank, c in enumerate(_top(scores, k), start=1):
-                writer.writerow([file, rank, int(c), names[c], f"{scores[c]:.6f}"])
+    f = io.StringIO()
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(["file", "rank", "index", "name", "score"])
+    for file, scores, _ in results:
+        for rank, c in enumerate(_top(scores, k), start=1):
+            writer.writerow([file, rank, int(c), names[c], f"{scores[c]:.6f}"])
+    fileio.write_atomically(path, f.getvalue())
 
 
 def _write_timeline_csv(path: str, results: list, names, k: int) -> None:
-    import tensorflow as tf
-
-    from tfdata import audio
+    from tfdata import audio, fileio
 
     step = audio.PARAMS.example_hop_seconds
-    with tf.io.gfile.GFile(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "start_seconds", "end_seconds", "rank", "index", "name", "score"])
-        for file, _, frame_scores in results:
-            for t, scores in enumerate(frame_scores):
-                for rank, c in enumerate(_top(scores, k), start=1):
-                    writer.writerow([file, f"{t * step:.2f}", f"{(t + 1) * step:.2f}", rank, int(c), names[c],
-                                     f"{scores[c]:.6f}"])
+    f = io.StringIO()
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(["file", "start_seconds", "end_seconds", "rank", "index", "name", "score"])
+    for file, _, frame_scores in results:
+        for t, scores in enumerate(frame_scores):
+            for rank, c in enumerate(_top(scores, k), start=1):
+                writer.writerow([file, f"{t * step:.2f}", f"{(t + 1) * step:.2f}", rank, int(c), names[c],
+                                 f"{scores[c]:.6f}"])
+    fileio.write_atomically(path, f.getvalue())
 
 
 def plot_timelines(path: str, results: list, names, k: int) -> None:
@@ -212,9 +215,8 @@ def plot_timelines(path: str, results: list, names, k: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import tensorflow as tf
 
-    from tfdata import audio
+    from tfdata import audio, fileio
 
     step = audio.PARAMS.example_hop_seconds
     fig, axes = plt.subplots(len(results), 1, figsize=(10, 1.2 + 0.35 * k * len(results) + 0.6 * len(results)),
@@ -228,9 +230,10 @@ def plot_timelines(path: str, results: list, names, k: int) -> None:
         ax.set_xlabel("seconds")
         fig.colorbar(image, ax=ax, label="score")
     fig.tight_layout()
-    with tf.io.gfile.GFile(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    fileio.write_atomically(path, buffer.getvalue())
 
 
 if __name__ == "__main__":

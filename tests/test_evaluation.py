@@ -349,3 +349,21 @@ def test_a_video_id_that_is_not_utf8_is_skipped_and_counted_not_a_crash(tmp_path
     captured = capsys.readouterr()
     assert "bad_video_id': 1" in captured.err
     assert len(captured.out.splitlines()) == len(records) == len((tmp_path / "p.jsonl").read_text().splitlines())
+
+
+def test_predict_output_is_written_whole_or_not_at_all(tmp_path, exported, synthetic_tfrecords, capsys, monkeypatch):
+    """A full disk while --output is written leaves no partial file and says so in one line."""
+    from tfdata import fileio
+
+    def full_disk(path, data):
+        with open(path, "wb") as f:
+            f.write(data[:len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "_write_file", full_disk)
+    files = str(sorted(synthetic_tfrecords.glob("*.tfrecord"))[0])
+    for name in ("p.csv", "p.jsonl"):
+        assert predict.main(["--saved_model", exported[0], "--input", files, "--output", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write --output {tmp_path / name}") and "No space left" in err
+    assert list(tmp_path.iterdir()) == []
