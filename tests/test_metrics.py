@@ -72,14 +72,19 @@ def test_weighted_map_equals_sklearn_with_sample_weights_and_ties():
         assert weighted(weight) == pytest.approx(expected, abs=1e-6)
 
 
-def test_bootstrap_interval_holds_the_map_and_narrows_with_more_clips():
+def test_bootstrap_interval_is_centred_calibrated_and_narrows_with_more_clips():
+    """The interval's width matches the spread of mAP over independent draws of the same kind of data."""
     rng = np.random.default_rng(4)
 
-    def interval(n):
-        labels = rng.random([n, 20]) < 0.1
-        scores = rng.random([n, 20]) + 0.5 * labels
-        return metrics.compute(labels, scores).mAP, metrics.bootstrap_map(labels, scores, resamples=100)
+    def draw(n):
+        labels = rng.random([n, 20]) < 0.05
+        return labels, rng.random([n, 20]) + 0.6 * labels
 
-    (small_map, (low, high)), (_, (big_low, big_high)) = interval(300), interval(3000)
-    assert low < small_map < high
+    labels, scores = draw(600)
+    estimate = metrics.compute(labels, scores).mAP
+    low, high = metrics.bootstrap_map(labels, scores, resamples=200)
+    assert (low + high) / 2 == pytest.approx(estimate, abs=1e-6)
+    independent = np.std([metrics.compute(*draw(600)).mAP for _ in range(40)], ddof=1)
+    assert 0.6 < (high - low) / (2 * 1.96 * independent) < 1.6
+    big_low, big_high = metrics.bootstrap_map(*draw(6000), resamples=100)
     assert 0 < big_high - big_low < (high - low) / 2  # ~1/sqrt(10) as wide
