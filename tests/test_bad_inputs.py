@@ -306,6 +306,7 @@ def test_hdf5_with_wrong_shapes_or_dtypes_stops_before_writing(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["glob_matches_nothing", "output_holds_shards"])
 def test_file_level_user_errors_stop_before_writing(tmp_path, capsys, beam_shards, synthetic_tfrecords, problem):
     before = sorted(p.relative_to(beam_shards) for p in beam_shards.rglob("*"))

@@ -208,6 +208,7 @@ def test_evaluate_checks_its_output_dir_before_scoring(tmp_path, exported, synth
         assert err.startswith("error: --output_dir") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_predict_accepts_a_plain_split_directory_like_evaluate(tmp_path, exported, beam_shards, capsys):
     assert evaluate.main(["--saved_model", exported[0], "--data", str(beam_shards / "holdout"),
                           "--output_dir", str(tmp_path / "r")]) == 0

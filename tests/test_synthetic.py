@@ -66,6 +66,7 @@ def test_weak_labels_short_sounds_are_only_in_some_frames():
     assert np.corrcoef(active, model.durations[cls])[0, 1] > 0.8  # longer classes, longer sounds
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_in_separate_processes(tmp_path):
     def digest(out):
         subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", str(out), "--num_clips", "300",
@@ -83,6 +84,7 @@ def test_same_seed_same_bytes_in_separate_processes(tmp_path):
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "other").iterdir()} != runs[0]
 
 
+@pytest.mark.slow
 def test_encoded_clip_bytes_do_not_depend_on_the_process():
     """Protobuf map order (the context features) must not leak into the bytes: upb orders maps by a
     per-process hash unless serialization is deterministic."""
