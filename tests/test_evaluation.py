@@ -84,6 +84,7 @@ def test_metrics_equal_sklearn_over_the_saved_scores(evaluated):
     assert (out / "per_class.csv").read_text().startswith("index,name,positives,AP,AUC\n")
 
 
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
 def test_snapshot_averaging(evaluated):
     a, b = (np.load(evaluated(i) / "scores.npz")["scores"] for i in (0, 1))
     same = np.load(evaluated(0, 0) / "scores.npz")["scores"]
@@ -102,6 +103,7 @@ def test_plot_is_a_png_of_the_expected_size(evaluated):
     assert (width, height) == (w * evaluation.PLOT_DPI, h * evaluation.PLOT_DPI)
 
 
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
 def test_compare_lists_every_run(tmp_path, evaluated, capsys):
     runs = [str(evaluated(0)), str(evaluated(1))]
     capsys.readouterr()
@@ -260,6 +262,7 @@ def test_best_classes_leave_out_classes_with_few_positives():
     assert all(m.positives >= 5 for m in evaluation.ranked_classes(result))
 
 
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
 def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, evaluated, synthetic_tfrecords, capsys):
     files = sorted(synthetic_tfrecords.glob("*.tfrecord"))
     a, b = evaluated(0), evaluated(1)
