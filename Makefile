@@ -10,7 +10,7 @@ QUICKSTART_STEPS ?= 50
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test demo demo-real clean
+.PHONY: install test test-fast demo demo-real clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Every test (CI: .ci/run).
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The edit-test loop: all but the tests marked slow (Beam jobs, subprocesses, training runs), under 2 minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The whole pipeline on synthetic AudioSet, in a few minutes on 2 cores.
 demo: $(STAMP)

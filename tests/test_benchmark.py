@@ -1,5 +1,7 @@
 """tfdata.benchmark: the research baseline it times is balanced, and the in-graph timer pulls what it says."""
 
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -25,8 +27,26 @@ def test_research_generator_is_balanced_and_dequantized():
     assert set(counts) == {18, 19}  # 10,000 draws = 18 whole permutations of the 527 classes and 514 more
 
 
-def test_in_graph_timer_pulls_warmup_plus_batches():
+def test_in_graph_timer_pulls_warmup_plus_batches(monkeypatch):
+    """It pulls `warmup` batches untimed, then times exactly `batches` more: clips / timed seconds."""
+    pulled = []
+
+    def pull(i):
+        pulled.append(int(i))
+        return np.full([4], int(i))
+
+    clock, read_at = iter([100.0, 102.5]), []
+
+    def perf_counter():  # a fake clock that records how many batches were pulled when it was read
+        read_at.append(len(pulled))
+        return next(clock)
+
+    monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    counted = tf.data.Dataset.range(30).map(lambda i: tf.py_function(pull, [i], tf.int64))  # pulled one by one
+    rate = benchmark.clips_per_second_in_graph(counted, batches=20, warmup=10, batch_size=4)
+    assert read_at == [10, 30]  # the clock starts after the warmup and stops after the timed batches
+    assert rate == 20 * 4 / 2.5
+    monkeypatch.undo()
     dataset = tf.data.Dataset.range(30).map(lambda i: tf.fill([4], i))
-    assert benchmark.clips_per_second_in_graph(dataset, batches=20, warmup=10, batch_size=4) > 0
     with pytest.raises(tf.errors.OutOfRangeError):  # one more than the dataset holds
         benchmark.clips_per_second_in_graph(dataset, batches=21, warmup=10, batch_size=4)

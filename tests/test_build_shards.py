@@ -55,6 +55,7 @@ def built(tmp_path_factory, synthetic_tfrecords):
     return out, _build(out, synthetic_tfrecords / "*.tfrecord", "--holdout_fraction", "0.2", "--block_size", "16")
 
 
+@pytest.mark.slow
 def test_every_record_is_accounted_for_and_class_counts_match(built, synthetic_tfrecords):
     out, manifest = built
     direct = _direct(synthetic_tfrecords / "*.tfrecord")["labels"].sum(axis=0)
@@ -71,6 +72,7 @@ def test_every_record_is_accounted_for_and_class_counts_match(built, synthetic_t
     assert (out / manifest["rejected_file"]).read_text() == ""
 
 
+@pytest.mark.slow
 def test_holdout_is_a_stable_hash_of_the_video_id_and_disjoint_from_train(built, synthetic_tfrecords):
     out, manifest = built
     everything = _direct(synthetic_tfrecords / "*.tfrecord")
@@ -87,6 +89,7 @@ def test_holdout_is_a_stable_hash_of_the_video_id_and_disjoint_from_train(built,
     assert in_blocks == {e.tobytes() for e in everything["embedding"][kept]}
 
 
+@pytest.mark.slow
 def test_blocks_hold_their_class_and_cycle_through_its_clips(built, synthetic_tfrecords):
     out, manifest = built
     split = manifest["splits"]["train"]
@@ -110,6 +113,7 @@ def test_blocks_hold_their_class_and_cycle_through_its_clips(built, synthetic_tf
     assert all(f.startswith(f"train/class-{c:03d}-") for c, files in enumerate(split["class_files"]) for f in files)
 
 
+@pytest.mark.slow
 def test_same_input_gives_the_same_bytes_on_other_runner_modes(built, tmp_path, synthetic_tfrecords):
     out, manifest = built
     other = _build(tmp_path / "again", synthetic_tfrecords / "*.tfrecord", "--holdout_fraction", "0.2",
@@ -119,6 +123,7 @@ def test_same_input_gives_the_same_bytes_on_other_runner_modes(built, tmp_path, 
     assert {k: v for k, v in other.items() if k != "args"} == {k: v for k, v in manifest.items() if k != "args"}
 
 
+@pytest.mark.slow
 def test_plain_layout_writes_every_original_record_once(tmp_path, synthetic_tfrecords):
     out = tmp_path / "plain"
     manifest = _build(out, synthetic_tfrecords / "*.tfrecord", "--layout", "plain", "--num_plain_shards", "5")
@@ -134,6 +139,7 @@ def _write(path, records):
             w.write(r)
 
 
+@pytest.mark.slow
 def test_malformed_records_are_rejected_with_their_reasons(tmp_path):
     good = [_sequence_example(video_id=f"good{i:07d}".encode(), labels=(i % 5,)) for i in range(6)]
     bad = {
@@ -166,6 +172,7 @@ def test_malformed_records_are_rejected_with_their_reasons(tmp_path):
     assert {w[:2]: w[2] for w in where}[("a.tfrecord", 3)] == "bad_frame_length"
 
 
+@pytest.mark.slow
 def test_corrupt_and_truncated_files_keep_their_readable_records(tmp_path):
     def file_bytes(prefix):
         path = tmp_path / f"{prefix}.tmp"
@@ -194,6 +201,7 @@ def test_corrupt_and_truncated_files_keep_their_readable_records(tmp_path):
         ("crc.tfrecord", 1), ("cut.tfrecord", 2), ("text.tfrecord", 0)]
 
 
+@pytest.mark.slow
 def test_hdf5_input_gives_the_same_shards_as_tfrecords(tmp_path):
     config = synthetic.SyntheticConfig(num_clips=500, seed=4)
     synthetic.write_hdf5(config, str(tmp_path / "clips.h5"))
@@ -210,6 +218,7 @@ def test_hdf5_input_gives_the_same_shards_as_tfrecords(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, synthetic_tfrecords, capsys):
     import h5py
 
@@ -240,6 +249,7 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, synthetic_tfrecord
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_output_dir_that_is_a_file_is_one_line_without_beam_warnings(tmp_path, synthetic_tfrecords):
     """Was a NotADirectoryError traceback, after Beam's `apitools not found` warning."""
     (tmp_path / "file").write_text("x")
@@ -254,6 +264,7 @@ def test_an_output_dir_that_is_a_file_is_one_line_without_beam_warnings(tmp_path
     assert (tmp_path / "file").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_an_earlier_output(tmp_path, synthetic_tfrecords):
     out = tmp_path / "out"
     out.mkdir()
@@ -266,6 +277,7 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, synthetic_tfrecords):
         manifest["rejected_file"]}
 
 
+@pytest.mark.slow
 def test_real_bal_train(tmp_path, audioset_dir):
     pattern = audioset_dir / "bal_train" / "*.tfrecord"
     out = tmp_path / "real"

@@ -119,6 +119,7 @@ def test_mixup_mixes_embeddings_and_labels_with_the_mirrored_clip():
     assert (mixed["embedding"] == mixed["embedding"][:, :, :1]).all()
 
 
+@pytest.mark.slow
 def test_train_dataset_reads_the_beam_job_output(beam_shards):
     manifest = json.loads((beam_shards / "manifest.json").read_text())
     present = np.array(manifest["splits"]["train"]["class_counts"]) > 0
@@ -133,6 +134,7 @@ def _ids(dataset):
     return [v for features, _ in dataset.as_numpy_iterator() for v in features["video_id"]]
 
 
+@pytest.mark.slow
 def test_eval_dataset_gives_every_clip_once(beam_shards, synthetic_tfrecords):
     from_glob = _ids(datasets.eval_dataset(str(synthetic_tfrecords / "*.tfrecord"), 300))
     assert len(from_glob) == len(set(from_glob)) == 2000
@@ -162,12 +164,13 @@ def test_eval_dataset_skips_and_counts_invalid_records(tmp_path):
     ("old_version", "schema version 0"),
     ("unfinished", "did not finish"),
 ])
-def test_unusable_shards_are_refused_with_a_clear_message(tmp_path, beam_shards, problem, message):
+def test_unusable_shards_are_refused_with_a_clear_message(tmp_path, single_label_shards, problem, message):
     import shutil
 
     shards = tmp_path / "s"
-    if problem != "missing":
-        shutil.copytree(beam_shards, shards)
+    if problem != "missing":  # a copy of usable shards (the layout of the Beam job) with its manifest spoiled
+        shutil.copytree(single_label_shards[0], shards)
+        datasets.train_dataset(str(shards), 8)  # usable before
         manifest = json.loads((shards / "manifest.json").read_text())
         if problem == "no_manifest":
             (shards / "manifest.json").unlink()
@@ -178,6 +181,7 @@ def test_unusable_shards_are_refused_with_a_clear_message(tmp_path, beam_shards,
         datasets.train_dataset(str(shards), 8)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_consumes_per_replica_batches(beam_shards):
     script = textwrap.dedent(f"""
         import tensorflow as tf

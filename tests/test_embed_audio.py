@@ -108,6 +108,7 @@ def embedded(corpus, vggish_files, tmp_path_factory):
     return out, manifest, records, files
 
 
+@pytest.mark.slow
 def test_manifest_counts_and_rejections(embedded):
     out, manifest, records, _ = embedded
     assert manifest["complete"] and manifest["input_files"] == 7 and manifest["embedded_files"] == 5
@@ -123,6 +124,7 @@ def test_manifest_counts_and_rejections(embedded):
     assert records[("d44k", 9.6)]["codes"].shape == (2, 128) and abs(records[("d44k", 9.6)]["end"] - 11.52) < 1e-4
 
 
+@pytest.mark.slow
 def test_16k_codes_match_the_numpy_reference(embedded, vggish_files):
     _, _, records, files = embedded
     codes, expected = records[("a16k", 0.0)]["codes"].astype(int), vggish_files.codes(files["a16k"]).astype(int)
@@ -130,6 +132,7 @@ def test_16k_codes_match_the_numpy_reference(embedded, vggish_files):
     assert np.abs(codes - expected).max() <= 1 and (codes == expected).mean() >= 0.99
 
 
+@pytest.mark.slow
 def test_build_shards_takes_the_output_like_the_released_files(embedded, tmp_path):
     out, _, records, _ = embedded
     manifest = build_shards.run(["--input", str(out / "*.tfrecord"), "--output_dir", str(tmp_path / "shards"),

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,10 +53,25 @@ def _evaluate(tmp_path, models, data, name="r"):
     return out
 
 
-def test_metrics_equal_sklearn_over_the_saved_scores(tmp_path, exported, synthetic_tfrecords):
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, exported, synthetic_tfrecords):
+    """evaluated(0), evaluated(0, 1), ...: evaluate.py's output dir for those exported models on all 2,000
+    synthetic clips, each set of models scored once per module (the tests only read the output)."""
+    root, runs = tmp_path_factory.mktemp("evaluated"), {}
+
+    def run(*which):
+        if which not in runs:
+            runs[which] = _evaluate(root, [exported[i] for i in which], synthetic_tfrecords / "*.tfrecord",
+                                    "".join("ab"[i] for i in which))
+        return runs[which]
+
+    return run
+
+
+def test_metrics_equal_sklearn_over_the_saved_scores(evaluated):
     from sklearn.metrics import average_precision_score
 
-    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+    out = evaluated(0)
     saved = np.load(out / "scores.npz")
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_clips"] == len(saved["scores"]) == 2000
@@ -68,18 +84,18 @@ def test_metrics_equal_sklearn_over_the_saved_scores(tmp_path, exported, synthet
     assert (out / "per_class.csv").read_text().startswith("index,name,positives,AP,AUC\n")
 
 
-def test_snapshot_averaging(tmp_path, exported, synthetic_tfrecords):
-    data = synthetic_tfrecords / "*.tfrecord"
-    a, b = (np.load(_evaluate(tmp_path, [m], data, n) / "scores.npz")["scores"] for n, m in zip("ab", exported))
-    same = np.load(_evaluate(tmp_path, [exported[0]] * 2, data, "aa") / "scores.npz")["scores"]
-    mean = np.load(_evaluate(tmp_path, list(exported), data, "ab") / "scores.npz")["scores"]
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
+def test_snapshot_averaging(evaluated):
+    a, b = (np.load(evaluated(i) / "scores.npz")["scores"] for i in (0, 1))
+    same = np.load(evaluated(0, 0) / "scores.npz")["scores"]
+    mean = np.load(evaluated(0, 1) / "scores.npz")["scores"]
     np.testing.assert_allclose(same, a, atol=1e-7)
     np.testing.assert_allclose(mean, (a + b) / 2, atol=1e-6)
     assert not np.allclose(a, b)
 
 
-def test_plot_is_a_png_of_the_expected_size(tmp_path, exported, synthetic_tfrecords):
-    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+def test_plot_is_a_png_of_the_expected_size(evaluated):
+    out = evaluated(0)
     png = (out / "per_class.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
@@ -87,19 +103,20 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path, exported, synthetic_tfreco
     assert (width, height) == (w * evaluation.PLOT_DPI, h * evaluation.PLOT_DPI)
 
 
-def test_compare_lists_every_run(tmp_path, exported, synthetic_tfrecords, capsys):
-    runs = [str(_evaluate(tmp_path, [m], synthetic_tfrecords / "*.tfrecord", n)) for n, m in zip("ab", exported)]
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
+def test_compare_lists_every_run(tmp_path, evaluated, capsys):
+    runs = [str(evaluated(0)), str(evaluated(1))]
     capsys.readouterr()
     assert evaluate.main(["--compare", *runs, "--output", str(tmp_path / "table.md")]) == 0
     table = (tmp_path / "table.md").read_text()
     assert capsys.readouterr().out == table
     for run in runs:
-        m = json.loads((tmp_path / os.path.basename(run) / "metrics.json").read_text())
+        m = json.loads((Path(run) / "metrics.json").read_text())
         assert f"| {run} |" in table and f"{m['mAP']:.3f}" in table
 
 
-def test_predict_equals_evaluation_scores(tmp_path, exported, synthetic_tfrecords, capsys):
-    out = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord")
+def test_predict_equals_evaluation_scores(tmp_path, exported, evaluated, synthetic_tfrecords, capsys):
+    out = evaluated(0)
     saved = np.load(out / "scores.npz")
     files = sorted(synthetic_tfrecords.glob("*.tfrecord"))[:3]
     capsys.readouterr()
@@ -193,6 +210,7 @@ def test_evaluate_checks_its_output_dir_before_scoring(tmp_path, exported, synth
         assert err.startswith("error: --output_dir") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_predict_accepts_a_plain_split_directory_like_evaluate(tmp_path, exported, beam_shards, capsys):
     assert evaluate.main(["--saved_model", exported[0], "--data", str(beam_shards / "holdout"),
                           "--output_dir", str(tmp_path / "r")]) == 0
@@ -244,10 +262,10 @@ def test_best_classes_leave_out_classes_with_few_positives():
     assert all(m.positives >= 5 for m in evaluation.ranked_classes(result))
 
 
-def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, synthetic_tfrecords, capsys):
+@pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
+def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, evaluated, synthetic_tfrecords, capsys):
     files = sorted(synthetic_tfrecords.glob("*.tfrecord"))
-    a = _evaluate(tmp_path, exported[:1], synthetic_tfrecords / "*.tfrecord", "a")
-    b = _evaluate(tmp_path, exported[1:], synthetic_tfrecords / "*.tfrecord", "b")
+    a, b = evaluated(0), evaluated(1)
     c = _evaluate(tmp_path, exported[1:], files[0], "c")
     assert "warning" not in evaluation.compare([str(a), str(b)])
     table = evaluation.compare([str(a), str(c)])

@@ -35,6 +35,7 @@ def _fresh_process(script, tmp_path):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_both_signatures_reproduce_the_keras_scores_in_a_fresh_process(exported, tmp_path):
     path, clips, expected = exported
     records = [synthetic.sequence_example(clips, i) for i in range(len(clips["video_id"]))]

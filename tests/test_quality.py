@@ -30,6 +30,7 @@ def test_validation_is_the_eval_input_else_a_holdout():
     assert quality.validation_data(quality.QualityConfig("in", "w"), "w") == "w/shards/holdout"
 
 
+@pytest.mark.slow
 def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys, monkeypatch):
     import numpy as np
 

@@ -47,11 +47,26 @@ def test_about_two_percent_of_clips_are_short(clips):
 
 
 def test_weak_labels_short_sounds_are_only_in_some_frames():
-    config = synthetic.SyntheticConfig(num_clips=1000, seed=2)
+    """In the generated frames (not only in the class model), a clip's one labelled sound lights up
+    about as many frames as its class lasts: short sounds leave most of the clip without them."""
+    config = synthetic.SyntheticConfig(num_clips=3000, seed=2)
     model = synthetic.class_model(config.seed, config)
     assert (model.durations < 5).mean() > 0.4 and (model.durations >= 8).mean() > 0.25
+    data = next(synthetic.generate(config))
+    single = (data["labels"].sum(axis=1) == 1) & (data["num_frames"] == schema.NUM_FRAMES)  # one sound, 10 frames
+    cls = data["labels"][single].argmax(axis=1)  # [N]
+    x = schema.dequantize(data["embedding"][single]).numpy()  # [N, T, D]
+    prototype = model.prototypes[cls]  # [N, D]
+    gain = np.einsum("ntd,nd->nt", x, prototype) / (prototype ** 2).sum(axis=1)[:, None]  # [N, T]: the sound's gain
+    active = (gain > 0.15).sum(axis=1)  # frames holding the sound (gains are 0.3-1.2; noise gives ~1 false frame)
+    short = model.durations[cls] <= 4
+    assert short.sum() > 200 and (~short).sum() > 100, (short.sum(), (~short).sum())
+    assert active[short].mean() < 5 and (active[short] < schema.NUM_FRAMES).mean() > 0.95, active[short]
+    assert active[~short].mean() > 8, active[~short]
+    assert np.corrcoef(active, model.durations[cls])[0, 1] > 0.8  # longer classes, longer sounds
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_in_separate_processes(tmp_path):
     def digest(out):
         subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", str(out), "--num_clips", "300",
@@ -69,6 +84,7 @@ def test_same_seed_same_bytes_in_separate_processes(tmp_path):
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "other").iterdir()} != runs[0]
 
 
+@pytest.mark.slow
 def test_encoded_clip_bytes_do_not_depend_on_the_process():
     """Protobuf map order (the context features) must not leak into the bytes: upb orders maps by a
     per-process hash unless serialization is deterministic."""

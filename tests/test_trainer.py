@@ -36,10 +36,25 @@ def shards(beam_shards, synthetic_tfrecords, tmp_path_factory):
     return root / "x" / "shards"
 
 
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory):
+    """Like `shards` (class_labels_indices.csv two levels up) but written directly by tests.shard_fixtures,
+    without a Beam job: for the tests that stop before the first step."""
+    from tests import shard_fixtures
+    from tfdata import synthetic
+
+    root = tmp_path_factory.mktemp("small") / "data"
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=200, seed=3)))
+    shard_fixtures.write_balanced(str(root / "x" / "shards"), clips)
+    (root / "class_labels_indices.csv").write_text(synthetic.class_labels().to_csv())
+    return root / "x" / "shards"
+
+
 def _losses(stdout):
     return [float(x) for x in re.findall(r"- loss: ([0-9.e-]+)", stdout)]
 
 
+@pytest.mark.slow
 def test_default_and_mirrored_follow_the_same_trajectory_and_validation(shards, tmp_path):
     args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0",
             "--eval_data", str(shards / "holdout")]
@@ -68,6 +83,7 @@ def _history(model_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards, tmp_path):
     holdout = shards / "holdout"
     args = ["--steps", "4", "--steps_per_epoch", "1", "--model", "average_pooling", "--eval_data", str(holdout),
@@ -101,6 +117,7 @@ def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards,
     assert same == (exporting.read_metadata(str(tmp_path / "ema" / "saved_model"))["weights"] == "raw")
 
 
+@pytest.mark.slow
 def test_export_holds_the_weights_that_validate_better_and_says_which(shards, tmp_path):
     """With validation data the export holds raw or EMA weights, whichever scored the higher mAP at the
     last epoch, and its metadata says which; without validation data, the EMA weights."""
@@ -152,6 +169,7 @@ def test_choose_weights_keeps_the_better_validating_weights(raw_map, ema_map, ex
     assert trainer.choose_weights(model, trainer.TrainConfig("s", "m", ema=0), None)["weights"] == "raw"
 
 
+@pytest.mark.slow
 def test_a_run_that_starts_over_starts_a_new_history(shards, tmp_path):
     args = ["--steps", "2", "--steps_per_epoch", "1", "--model", "average_pooling"]
     for _ in range(2):  # the second run finds no backup (the first finished), so it trains from step 0 again
@@ -178,6 +196,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_trains_and_exports_once(shards, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -195,6 +214,7 @@ def test_multi_worker_trains_and_exports_once(shards, tmp_path):
     assert exports == [str(tmp_path / "mw" / "saved_model")]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_finishes(shards, tmp_path):
     # Validation after every 1-step epoch makes epochs last long enough to kill the run between two of them.
     args = ["--steps", "8", "--steps_per_epoch", "1", "--model", "average_pooling", "--eval_data", str(shards / "holdout")]
@@ -216,6 +236,7 @@ def test_killed_run_resumes_and_finishes(shards, tmp_path):
     assert (tmp_path / "m" / "saved_model" / "saved_model.pb").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem, message", [
     ("model", "unknown model 'resnet'; known models: average_pooling"),
     ("batch", "--batch_size 63 is not divisible by the 2 replicas"),
@@ -242,6 +263,7 @@ def test_user_errors_are_one_line(shards, tmp_path, problem, message):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_raw_tfrecords_as_train_data_print_the_build_shards_command(synthetic_tfrecords, tmp_path):
     for data in (synthetic_tfrecords / "*.tfrecord", synthetic_tfrecords):
         cmd = [sys.executable, "train.py", "--train_data", str(data), "--model_dir", str(tmp_path / "m"), *SMALL]
@@ -273,6 +295,7 @@ def test_progress_lines_give_steps_rates_and_eta():
                                     for e, l in zip((1, 2), epochs)), lines
 
 
+@pytest.mark.slow
 def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(shards, tmp_path):
     import tensorflow as tf
 
@@ -328,9 +351,10 @@ def _bad_csv(good: str, problem: str) -> bytes:
 
 @pytest.mark.parametrize("problem", ["row_missing", "row_duplicated", "extra_rows", "index_not_a_number", "mid_twice",
                                      "not_utf8", "wrong_name"])
-def test_a_bad_class_csv_is_refused_before_the_first_step(shards, tmp_path, problem):
+def test_a_bad_class_csv_is_refused_before_the_first_step(small_shards, tmp_path, problem):
     from models import trainer, zoo
 
+    shards = small_shards
     good = (shards.parent.parent / "class_labels_indices.csv").read_text()
     name = "labels.csv" if problem == "wrong_name" else "class_labels_indices.csv"
     (tmp_path / name).write_bytes(good.encode() if problem == "wrong_name" else _bad_csv(good, problem))
@@ -341,9 +365,10 @@ def test_a_bad_class_csv_is_refused_before_the_first_step(shards, tmp_path, prob
     assert not (tmp_path / "m" / "config.json").exists()  # a rerun with the fixed file is not a "changed configuration"
 
 
-def test_a_class_csv_with_a_utf8_bom_is_read_like_without(shards, tmp_path):
+def test_a_class_csv_with_a_utf8_bom_is_read_like_without(small_shards, tmp_path):
     from tfdata import schema
 
+    shards = small_shards
     good = (shards.parent.parent / "class_labels_indices.csv").read_text()
     (tmp_path / "class_labels_indices.csv").write_bytes(b"\xef\xbb\xbf" + good.encode())
     assert schema.read_class_labels(str(tmp_path / "class_labels_indices.csv")) == schema.read_class_labels(

@@ -87,5 +87,14 @@ def test_unknown_model_lists_the_known_ones():
 
 
 def test_yu2018_trunk_is_reachable():
+    """Yu et al.'s trunk: input BatchNorm on the dequantized frames, 3 x 600 units, dropout 0.4."""
     model = zoo.build(zoo.ModelConfig.yu2018())
-    assert model.get_layer("hidden1").units == 600 and model.get_layer("input_bn") is not None
+    input_bn = model.get_layer("input_bn")  # raises ValueError when the model has no such layer
+    assert isinstance(input_bn, keras.layers.BatchNormalization)
+    assert model.get_layer("hidden1").input is input_bn.output  # in the path, not just built
+    assert [model.get_layer(f"hidden{i}").units for i in (1, 2, 3)] == [600] * 3
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == [0.4] * 3, dropouts
+    default = zoo.build(zoo.ModelConfig(name="multi_attention", **SMALL))
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.name == "input_bn"
+                   for layer in default.layers)  # the default trunk has no input BatchNorm
