@@ -42,7 +42,11 @@ def test_in_graph_timer_pulls_warmup_plus_batches(monkeypatch):
         return next(clock)
 
     monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=perf_counter))
-    counted = tf.data.Dataset.range(30).map(lambda i: tf.py_function(pull, [i], tf.int64))  # pulled one by one
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False  # else tf.data may pull one batch ahead
+    options.autotune.enabled = False
+    counted = (tf.data.Dataset.range(30).map(lambda i: tf.py_function(pull, [i], tf.int64))
+               .with_options(options))  # pulled one by one
     rate = benchmark.clips_per_second_in_graph(counted, batches=20, warmup=10, batch_size=4)
     assert read_at == [10, 30]  # the clock starts after the warmup and stops after the timed batches
     assert rate == 20 * 4 / 2.5
