@@ -1,12 +1,13 @@
 """Latency and throughput of an exported SavedModel's signatures, measured in a fresh process.
 
     python -m benchmarks.serving [--model feature_attention] [--hidden_units 1024] [--requests 2000]
-        [--batch_size 1024] [--batches 20] [--json OUT.json]
+        [--batch_size 1024] [--batches 20] [--vggish_checkpoint CKPT --pca_params NPZ] [--json OUT.json]
 
 Exports a freshly initialized model (export.py's float32 path, weights do not change the timing), then a new
 Python process loads it with `tf.saved_model.load` (as TF Serving or predict.py would) and calls each
 signature: `serving_default` (uint8 [B, 10, 128]), `serve_examples` (serialized SequenceExamples) and,
-when the export has it, `serve_waveform`. Prints batch-1 latency p50 / p99 (one call at a time) and
+with Google's VGGish files, `serve_waveform` (10 s of 16-kHz audio; `models.exporting --audio` of the same
+model, batches of at most 8). Prints batch-1 latency p50 / p99 (one call at a time) and
 batch throughput, which it compares with a float32 `tf.matmul` loop of the model's own forward shapes
 run in the same process (this machine's practical peak, benchmarks.flops).
 """
@@ -33,8 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1024)
     p.add_argument("--batches", type=int, default=20, help="timed batches per signature")
     p.add_argument("--peak_seconds", type=float, default=2.0, help="duration of the matmul peak loop")
+    p.add_argument("--vggish_checkpoint", help="vggish_model.ckpt: also time serve_waveform")
+    p.add_argument("--pca_params", help="vggish_pca_params.npz (with --vggish_checkpoint)")
     p.add_argument("--json", help="also write the figures here")
-    p.add_argument("--measure", help=argparse.SUPPRESS)  # internal: the fresh process measuring this export
+    p.add_argument("--measure", help=argparse.SUPPRESS)
+    p.add_argument("--measure_audio", help=argparse.SUPPRESS)  # internal: the fresh process measuring this export
     return p
 
 
@@ -60,20 +64,21 @@ def _inputs(signature: str, batch: int):
     return {"waveform": tf.constant(rng.uniform(-0.5, 0.5, [batch, 160_000]).astype(np.float32))}
 
 
-def measure(export_dir: str, config: dict, args: argparse.Namespace) -> dict:
-    """Runs in the fresh process: loads export_dir and times each signature."""
+def measure(export_dir: str, config: dict, args: argparse.Namespace, audio_dir: str | None = None) -> dict:
+    """Runs in the fresh process: loads export_dir (and audio_dir, for serve_waveform) and times each signature."""
     import tensorflow as tf
 
     from benchmarks import flops
     from models import zoo
 
-    model = tf.saved_model.load(export_dir)
+    models = {"plain": tf.saved_model.load(export_dir), "audio": tf.saved_model.load(audio_dir) if audio_dir else None}
     shapes = flops.matmul_shapes(zoo.build(zoo.ModelConfig(**config)), args.batch_size)
     flops_per_clip = flops.flops(shapes) / args.batch_size
     peak = flops.matmul_peak(shapes, args.peak_seconds)
     results = {"peak_flops": peak, "forward_flops_per_clip": flops_per_clip, "signatures": {}}
     for name in ("serving_default", "serve_examples", "serve_waveform"):
-        if name not in model.signatures:
+        model = models["audio" if name == "serve_waveform" else "plain"]
+        if model is None or name not in model.signatures:
             results["signatures"][name] = None
             continue
         fn = model.signatures[name]
@@ -113,11 +118,15 @@ def run(args: argparse.Namespace) -> dict:
             f.write(synthetic.class_labels().to_csv())
         keras.utils.set_random_seed(0)
         export_dir = exporting.export(zoo.build(zoo.ModelConfig(**config)), os.path.join(tmp, "saved_model"), labels)
+        audio = []
+        if args.vggish_checkpoint:
+            audio = ["--measure_audio", exporting.export_audio(export_dir, args.vggish_checkpoint, args.pca_params,
+                                                               os.path.join(tmp, "audio_model"))]
         out = os.path.join(tmp, "figures.json")
         cmd = [sys.executable, "-m", "benchmarks.serving", "--measure", export_dir, "--json", out,
                "--model", args.model, "--hidden_units", str(args.hidden_units), "--requests", str(args.requests),
                "--batch_size", str(args.batch_size), "--batches", str(args.batches),
-               "--peak_seconds", str(args.peak_seconds)]
+               "--peak_seconds", str(args.peak_seconds)] + audio
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + [os.environ.get("PYTHONPATH", "")]))
         subprocess.run(cmd, check=True, env=env)
@@ -132,7 +141,8 @@ def report(results: dict) -> str:
              f"{'signature':16s} {'p50 ms':>8s} {'p99 ms':>8s} {'batch':>6s} {'clips/s':>10s} {'of peak':>8s}"]
     for name, r in results["signatures"].items():
         if r is None:
-            lines.append(f"{name:16s} skipped: not in this export")
+            lines.append(f"{name:16s} skipped: no --vggish_checkpoint" if name == "serve_waveform"
+                         else f"{name:16s} skipped: not in this export")
             continue
         share = f"{100 * r['fraction_of_peak']:.0f}%" if r["fraction_of_peak"] is not None else "-"
         lines.append(f"{name:16s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['batch_size']:6d} "
@@ -146,7 +156,8 @@ def report(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.measure:
-        results = measure(args.measure, {"name": args.model, "hidden_units": args.hidden_units}, args)
+        results = measure(args.measure, {"name": args.model, "hidden_units": args.hidden_units}, args,
+                          args.measure_audio)
         with open(args.json, "w") as f:
             json.dump(results, f)
         return 0
