@@ -12,7 +12,8 @@ import argparse
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-from models.config import MODEL_NAMES, PRECISIONS, ConfigError, ModelConfig, TrainConfig  # no TensorFlow: --help is fast
+# No TensorFlow: --help is fast.
+from models.config import MODEL_NAMES, PRECISIONS, ConfigError, ModelConfig, TrainConfig
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
