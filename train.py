@@ -12,7 +12,8 @@ import argparse
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-from models.config import MODEL_NAMES, ConfigError, ModelConfig, TrainConfig  # no TensorFlow: --help is fast
+# No TensorFlow: --help is fast.
+from models.config import MODEL_NAMES, PRECISIONS, ConfigError, ModelConfig, TrainConfig
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
@@ -35,8 +36,14 @@ def parse_args(argv: list[str]) -> TrainConfig:
     p.add_argument("--lr_schedule", choices=["constant", "cosine"], default=d["lr_schedule"].default,
                    help="cosine: decay from --learning_rate to 0 over --steps")
     p.add_argument("--seed", type=int, help="seed of weights, data order and mixup (deterministic ops)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"].default,
+                   help="Keras mixed precision: float16 (loss scaling) or bfloat16 compute, float32 variables "
+                        "and output layer; the export is float32")
+    p.add_argument("--mixed_precision", action="store_true",
+                   help="deprecated: the same as --precision mixed_float16")
     p.add_argument("--jit_compile", action="store_true", help="compile the training step with XLA")
-    p.add_argument("--mixed_precision", action="store_true", help="float16 compute (GPUs)")
+    p.add_argument("--steps_per_execution", type=int, default=d["steps_per_execution"].default,
+                   help="training steps per call into TensorFlow (must divide --steps and --steps_per_epoch)")
     p.add_argument("--export_dir", help="where the SavedModel goes, if not MODEL_DIR/saved_model")
     p.add_argument("--class_labels", help="class_labels_indices.csv to export with the model")
     p.add_argument("--snapshots", type=int, default=d["snapshots"].default,
@@ -51,6 +58,11 @@ def parse_args(argv: list[str]) -> TrainConfig:
     p.add_argument("--input_batchnorm", action="store_true", help="BatchNorm on the input embeddings")
     p.add_argument("--num_heads", type=int, default=m.num_heads, help="heads of multi_head_attention")
     a = p.parse_args(argv)
+    if a.mixed_precision:
+        if a.precision not in (d["precision"].default, "mixed_float16"):
+            p.error(f"--mixed_precision (deprecated) means --precision mixed_float16, not {a.precision}")
+        print("warning: --mixed_precision is deprecated; use --precision mixed_float16", file=sys.stderr)
+        a.precision = "mixed_float16"
     model = ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
     try:  # TrainConfig validates every number (models.config.validate)
         return _config(a, model)
@@ -63,7 +75,7 @@ def _config(a: argparse.Namespace, model: ModelConfig) -> TrainConfig:
         train_data=a.train_data, model_dir=a.model_dir, model=model, eval_data=a.eval_data, strategy=a.strategy,
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
         learning_rate=a.learning_rate, lr_schedule=a.lr_schedule, seed=a.seed, jit_compile=a.jit_compile,
-        mixed_precision=a.mixed_precision,
+        precision=a.precision, steps_per_execution=a.steps_per_execution,
         export_dir=a.export_dir, class_labels=a.class_labels, snapshots=a.snapshots, ema=a.ema, mixup=a.mixup)
 
 

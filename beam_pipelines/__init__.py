@@ -13,3 +13,11 @@ def _not_apitools_warning(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger().addFilter(_not_apitools_warning)
+
+
+def absolute_paths(paths: str | None) -> str | None:
+    """Comma-separated local paths or globs made absolute (URLs such as gs:// kept): a portable runner's
+    SDK workers (Dataflow, Flink, Spark, Beam's worker pool) run in other directories than the launcher."""
+    if not paths:
+        return paths
+    return ",".join(p.strip() if "://" in p else os.path.abspath(p.strip()) for p in paths.split(","))

@@ -55,6 +55,7 @@ import sys
 import time
 import uuid
 
+from beam_pipelines import absolute_paths
 from tfdata import schema
 
 # Beam, TensorFlow and the transforms are imported where they are used: --help does not wait for them.
@@ -137,6 +138,8 @@ def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:
         parser.error("--block_size is too large")
     if known.max_labels > schema.NUM_CLASSES:
         parser.error(f"--max_labels must be at most {schema.NUM_CLASSES}")
+    known.input = absolute_paths(known.input)  # workers of a portable runner run elsewhere
+    known.output_dir = absolute_paths(known.output_dir)
     return BuildConfig(**vars(known)), pipeline_args
 
 

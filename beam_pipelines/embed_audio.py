@@ -41,6 +41,7 @@ import sys
 import apache_beam as beam
 import numpy as np
 
+from beam_pipelines import absolute_paths
 from tfdata import audio, schema
 
 NAMESPACE = "embed_audio"
@@ -99,6 +100,8 @@ def parse_args(argv: list[str]) -> tuple[EmbedConfig, list[str]]:
     known, pipeline_args = parser.parse_known_args(argv)
     if known.num_shards < 1:
         parser.error("--num_shards must be positive")
+    for name in ("input", "output_dir", "vggish_checkpoint", "pca_params", "labels", "class_labels"):
+        setattr(known, name, absolute_paths(getattr(known, name)))  # workers of a portable runner run elsewhere
     return EmbedConfig(**vars(known)), pipeline_args
 
 

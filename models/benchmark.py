@@ -1,4 +1,4 @@
-"""Training throughput per model: plain, with XLA (--jit_compile) and with mixed_float16 (--mixed_precision).
+"""Training throughput per model: plain, with XLA (--jit_compile) and with mixed_float16 (--precision mixed_float16).
 
     python -m models.benchmark [--steps 20] [--batch_size 500] [--models a,b]
 

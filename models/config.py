@@ -9,6 +9,8 @@ import math
 # models.zoo.REGISTRY holds one builder per name, in this order.
 MODEL_NAMES = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention",
                "multi_head_attention")
+# Keras mixed-precision policies (--precision); the output layer computes in float32 under each.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -47,8 +49,9 @@ class TrainConfig:
     learning_rate: float = 3e-3
     lr_schedule: str = "cosine"  # constant | cosine (from learning_rate to 0 over `steps`)
     seed: int | None = None
-    jit_compile: bool = False
-    mixed_precision: bool = False
+    precision: str = "float32"  # float32 | mixed_float16 (with dynamic loss scaling) | mixed_bfloat16
+    jit_compile: bool = False  # XLA-compile the training step
+    steps_per_execution: int = 1  # training steps per tf.function call (fewer host round trips on a GPU)
     export_dir: str | None = None
     class_labels: str | None = None
     snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
@@ -80,5 +83,9 @@ def validate(config: TrainConfig) -> list[str]:
         (config.batch_size >= 1 and config.steps >= 1 and config.steps_per_epoch >= 1,
          "--batch_size, --steps and --steps_per_epoch must be positive"),
         (config.snapshots >= 0 and config.cpu_replicas >= 0, "--snapshots and --cpu_replicas must not be negative"),
+        (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+        (config.steps_per_execution >= 1 and config.steps_per_epoch % config.steps_per_execution == 0
+         and config.steps % config.steps_per_execution == 0,
+         "--steps_per_execution must be positive and divide --steps and --steps_per_epoch"),
     ]
     return [message for ok, message in checks if not ok]

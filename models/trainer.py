@@ -44,11 +44,19 @@ def check_resume(config: TrainConfig) -> None:
     current = {k: v for k, v in config.to_json().items() if k not in TrainConfig.RESUMABLE_CHANGES}
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
-            saved = {k: v for k, v in json.load(f).items() if k not in TrainConfig.RESUMABLE_CHANGES}
+            saved = _upgrade(json.load(f))
+        saved = {k: v for k, v in saved.items() if k not in TrainConfig.RESUMABLE_CHANGES}
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             raise ConfigError(f"{config.model_dir} was trained with another configuration (differs in "
                               f"{', '.join(changed)}); use a new --model_dir or the same options")
+
+
+def _upgrade(saved: dict) -> dict:
+    """A config.json written before --precision and --steps_per_execution, in today's fields."""
+    if "mixed_precision" in saved:
+        saved = dict(saved, precision="mixed_float16" if saved.pop("mixed_precision") else "float32")
+    return {"steps_per_execution": 1} | saved
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -220,8 +228,9 @@ def train(config: TrainConfig) -> str | None:
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # Variables stay float32; layers compute in float16/bfloat16 except the float32 output layer. Under
+    # mixed_float16, compile wraps the optimizer in a LossScaleOptimizer (dynamic loss scaling).
+    keras.mixed_precision.set_global_policy(config.precision)
 
     with strategy.scope():
         model = zoo.build(config.model)
@@ -231,7 +240,8 @@ def train(config: TrainConfig) -> str | None:
         optimizer = keras.optimizers.Adam(learning_rate, use_ema=config.ema > 0,
                                           ema_momentum=config.ema or 0.99)
         model.compile(optimizer=optimizer,
-                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile)
+                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile,
+                      steps_per_execution=config.steps_per_execution)
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
                                               mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.

@@ -319,6 +319,7 @@ def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(shards, 
     ("--learning_rate", "nan"), ("--learning_rate", "inf"), ("--learning_rate", "-0.001"), ("--learning_rate", "0"),
     ("--dropout", "1"), ("--dropout", "-0.1"), ("--dropout", "nan"), ("--num_heads", "0"), ("--num_heads", "-2"),
     ("--mixup", "nan"), ("--mixup", "inf"), ("--mixup", "-0.5"), ("--ema", "nan"), ("--cpu_replicas", "-1"),
+    ("--steps_per_execution", "0"), ("--steps_per_execution", "3"),  # 3 does not divide --steps_per_epoch 500
 ])
 def test_every_numeric_flag_is_validated_before_anything_runs(tmp_path, capsys, flag, value):
     import train
@@ -336,6 +337,34 @@ def test_valid_numeric_flags_are_accepted(tmp_path):
     config = train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), "--learning_rate",
                                "1e-4", "--dropout", "0", "--num_heads", "1", "--mixup", "0", "--ema", "0"])
     assert config.learning_rate == 1e-4 and config.model.dropout == 0 and config.mixup == 0
+
+
+def test_precision_flags_and_the_deprecated_mixed_precision_alias(tmp_path, capsys):
+    import train
+
+    base = ["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m")]
+    assert train.parse_args(base).precision == "float32"
+    assert train.parse_args(base + ["--precision", "mixed_bfloat16"]).precision == "mixed_bfloat16"
+    config = train.parse_args(base + ["--mixed_precision", "--steps_per_execution", "4", "--jit_compile"])
+    assert (config.precision, config.steps_per_execution, config.jit_compile) == ("mixed_float16", 4, True)
+    assert "deprecated" in capsys.readouterr().err
+    for bad in (["--precision", "float16"], ["--mixed_precision", "--precision", "mixed_bfloat16"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(base + bad)
+    assert "--precision" in capsys.readouterr().err
+
+
+def test_a_config_json_from_before_precision_resumes_as_it_was(tmp_path):
+    import train
+    from models import trainer
+
+    config = train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path), "--mixed_precision"])
+    old = {k: v for k, v in config.to_json().items() if k not in ("precision", "steps_per_execution")}
+    (tmp_path / "config.json").write_text(json.dumps(old | {"mixed_precision": True}))
+    trainer.check_resume(config)  # the same run: accepted
+    (tmp_path / "config.json").write_text(json.dumps(old | {"mixed_precision": False}))
+    with pytest.raises(trainer.ConfigError, match="differs in precision"):
+        trainer.check_resume(config)
 
 
 def _bad_csv(good: str, problem: str) -> bytes:
@@ -384,3 +413,83 @@ def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_exports_nothing(sh
     assert last.startswith("error: the training loss became NaN or infinite at step") and "--learning_rate" in last
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "m" / "saved_model").exists()
+
+
+# A run with --steps 4 --steps_per_epoch 2 interrupted after its first epoch (an exception raised by the last
+# callback, after BackupAndRestore saved), then the same configuration again: it resumes at epoch 2.
+_INTERRUPTED_RUNS = """
+import json, sys
+import train
+from models import trainer
+
+class Interrupted(Exception):
+    pass
+
+class StopAfterFirstEpoch(trainer.Progress):
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == 0:
+            raise Interrupted()
+
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    config = train.parse_args(argv)
+    trainer.Progress, progress = StopAfterFirstEpoch, trainer.Progress
+    try:
+        trainer.train(config)
+    except Interrupted:
+        pass
+    finally:
+        trainer.Progress = progress
+    import tensorflow as tf
+    backup = tf.train.latest_checkpoint(config.model_dir + "/backup/chief") or ""
+    names = [n for n, _ in tf.train.list_variables(backup)] if backup else []
+    results[name] = {"backup": bool(backup), "loss_scale": any("loss_scale" in n for n in names),
+                     "export": trainer.train(config)}
+print("RESULTS " + json.dumps(results))
+"""
+
+# Largest |score difference| from the float32 export of the same seeded run, over 512 clips. XLA and steps per
+# execution only reorder float32 sums (without dropout: XLA draws other masks); float16 / bfloat16 compute
+# (11 / 8 significant bits) shifts every step.
+OPTION_TOLERANCE = {"jit_compile": 1e-4, "steps_per_execution": 1e-4, "mixed_float16": 0.02, "mixed_bfloat16": 0.05}
+
+
+@pytest.mark.slow
+def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(shards, synthetic_tfrecords, tmp_path):
+    import tensorflow as tf
+
+    from tfdata import synthetic
+
+    common = ["--train_data", str(shards), "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"),
+              *SMALL, "--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention", "--ema", "0",
+              "--learning_rate", "0.01", "--dropout", "0"]  # XLA draws other dropout masks from the same seed
+    options = {"float32": [], "jit_compile": ["--jit_compile"], "steps_per_execution": ["--steps_per_execution", "2"],
+               "mixed_float16": ["--precision", "mixed_float16"], "mixed_bfloat16": ["--precision", "mixed_bfloat16"]}
+    runs = {name: common + ["--model_dir", str(tmp_path / name)] + extra for name, extra in options.items()}
+    result = subprocess.run([sys.executable, "-c", _INTERRUPTED_RUNS, json.dumps(runs)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    assert all(r["backup"] for r in results.values()), results  # each run was interrupted with a backup ...
+    epochs = re.findall(r"epoch (\d+)/2", result.stdout)  # ... and resumed at epoch 2, not from the beginning
+    assert sorted(epochs) == ["1"] * len(options) + ["2"] * len(options), epochs
+    assert [name for name, r in results.items() if r["loss_scale"]] == ["mixed_float16"]  # loss scaling: float16 only
+
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=512, seed=11)))
+    embedding = tf.constant(clips["embedding"])  # [512, 10, 128] uint8, padding read as frames (same for all)
+
+    def scores(name):
+        model = tf.saved_model.load(results[name]["export"])
+        graph = model.signatures["serving_default"].graph.as_graph_def()
+        nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+        low = {tf.float16.as_datatype_enum, tf.bfloat16.as_datatype_enum}
+        assert not [n.name for n in nodes if any(a.type in low for a in n.attr.values())], name  # float32 export
+        out = model.signatures["serving_default"](embedding=embedding)["scores"]  # [512, 527]
+        assert out.dtype == tf.float32
+        return out.numpy()
+
+    reference = scores("float32")
+    differences = {name: float(np.abs(scores(name) - reference).max()) for name in OPTION_TOLERANCE}
+    assert all(differences[name] <= tolerance for name, tolerance in OPTION_TOLERANCE.items()), differences
+    assert differences["mixed_float16"] > 0 and differences["mixed_bfloat16"] > 0, differences  # they took effect

@@ -124,7 +124,8 @@ def decode(path: str) -> tuple[np.ndarray, int]:
             rate = f.samplerate
     except sf.LibsndfileError as e:
         reason = "not_audio" if "recogni" in str(e) or "unknown format" in str(e).lower() else "unreadable"
-        raise AudioError(path, reason, _one_line(e)) from e
+        # error_string, not str(e): that names the BytesIO's address, which differs between runs and runners.
+        raise AudioError(path, reason, getattr(e, "error_string", None) or _one_line(e)) from e
     except (RuntimeError, ValueError, TypeError, EOFError) as e:
         raise AudioError(path, "unreadable", _one_line(e)) from e
     return samples, rate

@@ -71,7 +71,8 @@ def _raw_tfrecords(path: str) -> str | None:
 
 
 def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, mixup: float = 0.0,
-                  input_pipeline_id: int = 0, num_input_pipelines: int = 1) -> tf.data.Dataset:
+                  input_pipeline_id: int = 0, num_input_pipelines: int = 1,
+                  read_threads: int = READ_THREADS) -> tf.data.Dataset:
     """Endless class-balanced batches `({"embedding": uint8 [B,10,128], "num_frames": int32 [B]}, uint8 [B,527])`.
 
     With several input pipelines (workers), each reads its own subset of the files of every class
@@ -107,7 +108,7 @@ def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, 
                                                   tf.ragged.constant(class_files)))
     # Round robin over the endless class streams: one block of every class, in class order.
     blocks = classes.interleave(class_blocks, cycle_length=num_classes, block_length=1,
-                                num_parallel_calls=READ_THREADS, deterministic=True)
+                                num_parallel_calls=read_threads, deterministic=True)
     rounds = blocks.batch(num_classes)  # [C] serialized blocks
     round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per C blocks
     dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
