@@ -15,6 +15,10 @@ def _not_apitools_warning(record: logging.LogRecord) -> bool:
 logging.getLogger().addFilter(_not_apitools_warning)
 
 
+class UsageError(Exception):
+    """A problem the user must fix; reported as one line, nothing written (every job's run())."""
+
+
 def absolute_paths(paths: str | None) -> str | None:
     """Comma-separated local paths or globs made absolute (URLs such as gs:// kept): a portable runner's
     SDK workers (Dataflow, Flink, Spark, Beam's worker pool) run in other directories than the launcher."""

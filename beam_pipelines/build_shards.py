@@ -55,7 +55,7 @@ import sys
 import time
 import uuid
 
-from beam_pipelines import absolute_paths
+from beam_pipelines import UsageError, absolute_paths
 from tfdata import schema
 
 # Beam, TensorFlow and the transforms are imported where they are used: --help does not wait for them.
@@ -97,10 +97,6 @@ class BuildConfig:
     @property
     def spill_dir(self) -> str | None:
         return f"{self.out}/{SPILL_DIR}" if self.shuffle_values == "files" else None
-
-
-class UsageError(Exception):
-    """A problem the user must fix; reported as one line, nothing written."""
 
 
 def parse_args(argv: list[str]) -> tuple[BuildConfig, list[str]]:

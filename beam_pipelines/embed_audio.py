@@ -41,7 +41,7 @@ import sys
 import apache_beam as beam
 import numpy as np
 
-from beam_pipelines import absolute_paths
+from beam_pipelines import UsageError, absolute_paths
 from tfdata import audio, schema
 
 NAMESPACE = "embed_audio"
@@ -67,10 +67,6 @@ class EmbedConfig:
     @property
     def out(self) -> str:
         return self.output_dir.rstrip("/")
-
-
-class UsageError(Exception):
-    """A problem the user must fix; reported as one line, nothing written."""
 
 
 _HELP = {

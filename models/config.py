@@ -13,6 +13,10 @@ MODEL_NAMES = ("average_pooling", "max_pooling", "single_attention", "multi_atte
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+# Written by models.exporting beside saved_model.pb: which weights an export holds, and why.
+EXPORT_METADATA_FILE = "export_metadata.json"
+
+
 class ConfigError(ValueError):
     """A user error in the training configuration (one line, no traceback)."""
 

@@ -54,10 +54,11 @@ if __name__ == "__main__":  # answer --help and reject bad arguments before Tens
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from models.config import EXPORT_METADATA_FILE  # noqa: E402
 from tfdata import fileio, schema  # noqa: E402
 
 CLASS_LABELS_ASSET = "class_labels_indices.csv"
-METADATA_FILE = "export_metadata.json"  # beside saved_model.pb: which weights, validation figures
+METADATA_FILE = EXPORT_METADATA_FILE  # beside saved_model.pb: which weights, validation figures
 
 
 class _Labelled(tf.Module):

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from models.config import MODEL_NAMES  # no TensorFlow here: --help is fast
+from models.config import EXPORT_METADATA_FILE, MODEL_NAMES  # no TensorFlow here: --help is fast
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
@@ -138,7 +138,7 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
                                           os.path.join(work, "results", f"{run}.train.log")))
     summary["final"] = _evaluate(config, work, run, [os.path.join(model_dir, "saved_model")])
-    with open(os.path.join(model_dir, "saved_model", "export_metadata.json")) as f:  # models.exporting.METADATA_FILE
+    with open(os.path.join(model_dir, "saved_model", EXPORT_METADATA_FILE)) as f:
         summary["exported_weights"] = json.load(f)["weights"]
     snapshots = sorted(p for p in glob.glob(os.path.join(glob.escape(model_dir), "snapshots", "weights-*"))
                        if ".tmp-" not in os.path.basename(p))  # the model dir is a literal path
