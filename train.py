@@ -52,18 +52,27 @@ def parse_args(argv: list[str]) -> TrainConfig:
                    help="export an exponential moving average of the weights with this decay (0: off)")
     p.add_argument("--mixup", type=float, default=d["mixup"].default,
                    help="mixup on the embeddings with mixing weights ~ Beta(a, a) (0: off)")
+    p.add_argument("--weight_decay", type=float, default=d["weight_decay"].default,
+                   help="decoupled weight decay of Adam (AdamW; 0: off)")
+    p.add_argument("--label_smoothing", type=float, default=d["label_smoothing"].default,
+                   help="binary cross-entropy label smoothing")
     p.add_argument("--hidden_units", type=int, default=m.hidden_units, help="width of the per-frame trunk")
     p.add_argument("--num_layers", type=int, default=m.num_layers, help="layers of the per-frame trunk")
     p.add_argument("--dropout", type=float, default=m.dropout, help="dropout after every trunk layer")
     p.add_argument("--input_batchnorm", action="store_true", help="BatchNorm on the input embeddings")
     p.add_argument("--num_heads", type=int, default=m.num_heads, help="heads of multi_head_attention")
+    p.add_argument("--input_dropout", type=float, default=m.input_dropout,
+                   help="dropout on the input embeddings (training only)")
+    p.add_argument("--frame_dropout", type=float, default=m.frame_dropout,
+                   help="drop each frame from pooling with this probability (training only)")
     a = p.parse_args(argv)
     if a.mixed_precision:
         if a.precision not in (d["precision"].default, "mixed_float16"):
             p.error(f"--mixed_precision (deprecated) means --precision mixed_float16, not {a.precision}")
         print("warning: --mixed_precision is deprecated; use --precision mixed_float16", file=sys.stderr)
         a.precision = "mixed_float16"
-    model = ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads)
+    model = ModelConfig(a.model, a.hidden_units, a.num_layers, a.dropout, a.input_batchnorm, a.num_heads,
+                        a.input_dropout, a.frame_dropout)
     try:  # TrainConfig validates every number (models.config.validate)
         return _config(a, model)
     except ConfigError as e:
@@ -76,7 +85,8 @@ def _config(a: argparse.Namespace, model: ModelConfig) -> TrainConfig:
         cpu_replicas=a.cpu_replicas, batch_size=a.batch_size, steps=a.steps, steps_per_epoch=a.steps_per_epoch,
         learning_rate=a.learning_rate, lr_schedule=a.lr_schedule, seed=a.seed, jit_compile=a.jit_compile,
         precision=a.precision, steps_per_execution=a.steps_per_execution,
-        export_dir=a.export_dir, class_labels=a.class_labels, snapshots=a.snapshots, ema=a.ema, mixup=a.mixup)
+        export_dir=a.export_dir, class_labels=a.class_labels, snapshots=a.snapshots, ema=a.ema, mixup=a.mixup,
+        weight_decay=a.weight_decay, label_smoothing=a.label_smoothing)
 
 
 def main(argv: list[str] | None = None) -> int:

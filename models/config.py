@@ -30,6 +30,8 @@ class ModelConfig:
     dropout: float = 0.5
     input_batchnorm: bool = False  # Yu et al. 2018 normalise the input embeddings
     num_heads: int = 4  # multi_head_attention only
+    input_dropout: float = 0.0  # dropout on the dequantized input embeddings (training only)
+    frame_dropout: float = 0.0  # drop each real frame from pooling with this probability (training only)
 
     @classmethod
     def yu2018(cls, name: str = "multi_attention") -> "ModelConfig":
@@ -61,6 +63,8 @@ class TrainConfig:
     snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
     ema: float = 0.99  # > 0: export an exponential moving average of the weights with this decay
     mixup: float = 0.5  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
+    weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay (per step, times the learning rate)
+    label_smoothing: float = 0.0  # binary cross-entropy targets y * (1 - s) + s / 2
 
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")
@@ -80,6 +84,11 @@ def validate(config: TrainConfig) -> list[str]:
     checks = [
         (math.isfinite(config.learning_rate) and config.learning_rate > 0, "--learning_rate must be a finite number > 0"),
         (math.isfinite(m.dropout) and 0 <= m.dropout < 1, "--dropout must be in [0, 1)"),
+        (math.isfinite(m.input_dropout) and 0 <= m.input_dropout < 1, "--input_dropout must be in [0, 1)"),
+        (math.isfinite(m.frame_dropout) and 0 <= m.frame_dropout < 1, "--frame_dropout must be in [0, 1)"),
+        (math.isfinite(config.weight_decay) and config.weight_decay >= 0, "--weight_decay must be >= 0"),
+        (math.isfinite(config.label_smoothing) and 0 <= config.label_smoothing < 1,
+         "--label_smoothing must be in [0, 1)"),
         (m.num_heads >= 1, "--num_heads must be at least 1"),
         (m.hidden_units >= 1 and m.num_layers >= 1, "--hidden_units and --num_layers must be positive"),
         (math.isfinite(config.mixup) and config.mixup >= 0, "--mixup must be a finite number >= 0 (0: off)"),

@@ -56,7 +56,10 @@ def _upgrade(saved: dict) -> dict:
     """A config.json written before --precision and --steps_per_execution, in today's fields."""
     if "mixed_precision" in saved:
         saved = dict(saved, precision="mixed_float16" if saved.pop("mixed_precision") else "float32")
-    return {"steps_per_execution": 1} | saved
+    saved = {"steps_per_execution": 1, "weight_decay": 0.0, "label_smoothing": 0.0} | saved
+    if isinstance(saved.get("model"), dict):
+        saved["model"] = {"input_dropout": 0.0, "frame_dropout": 0.0} | saved["model"]
+    return saved
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -237,10 +240,10 @@ def train(config: TrainConfig) -> str | None:
         learning_rate = config.learning_rate
         if config.lr_schedule == "cosine":
             learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
-        optimizer = keras.optimizers.Adam(learning_rate, use_ema=config.ema > 0,
-                                          ema_momentum=config.ema or 0.99)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.BinaryCrossentropy(), jit_compile=config.jit_compile,
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None,
+                                          use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
+        model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+                      jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
                                               mixup=config.mixup)

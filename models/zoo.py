@@ -31,6 +31,25 @@ class FrameMask(keras.layers.Layer):
         return mask[:, :, None]  # [B, T, 1]
 
 
+class FrameDropout(keras.layers.Layer):
+    """Training only: drops each real frame of the mask [B, T, 1] with probability `rate`, keeping a clip's
+    mask whole where every frame would go (a weak label holds for any subset of a clip's seconds)."""
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def call(self, mask, training=None):
+        if not training or self.rate <= 0:
+            return mask
+        keep = tf.cast(tf.random.uniform(tf.shape(mask)) >= self.rate, mask.dtype) * mask  # [B, T, 1]
+        empty = tf.reduce_sum(keep, axis=[1, 2], keepdims=True) == 0  # [B, 1, 1]
+        return tf.where(empty, mask, keep)
+
+    def get_config(self):
+        return super().get_config() | {"rate": self.rate}
+
+
 class MaskedAveragePooling(keras.layers.Layer):
     """Mean over real frames: [B, T, C], mask [B, T, 1] -> [B, C]."""
 
@@ -117,7 +136,7 @@ class MultiHeadFeatureAttention(keras.layers.Layer):
 
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
-    Dequantize, FrameMask, MaskedAveragePooling, MaskedMaxPooling, DecisionAttention, FeatureAttention,
+    Dequantize, FrameMask, FrameDropout, MaskedAveragePooling, MaskedMaxPooling, DecisionAttention, FeatureAttention,
     MultiHeadFeatureAttention)}
 
 
@@ -127,6 +146,8 @@ def _trunk(x, config: ModelConfig) -> list:
     """Per-frame hidden layers [B, T, 128] -> list of each layer's output [B, T, units]."""
     if config.input_batchnorm:
         x = keras.layers.BatchNormalization(name="input_bn")(x)
+    if config.input_dropout:
+        x = keras.layers.Dropout(config.input_dropout, name="input_dropout")(x)
     outputs = []
     for i in range(config.num_layers):
         x = keras.layers.Dense(config.hidden_units, name=f"hidden{i + 1}")(x)
@@ -198,5 +219,7 @@ def build(config: ModelConfig) -> keras.Model:
     num_frames = keras.Input([], dtype=tf.int32, name="num_frames")
     x = Dequantize()(embedding)  # [B, T, 128] float32
     mask = FrameMask()(num_frames, x)  # [B, T, 1]
+    if config.frame_dropout:
+        mask = FrameDropout(config.frame_dropout)(mask)
     scores = REGISTRY[config.name](_trunk(x, config), mask, config)
     return keras.Model({"embedding": embedding, "num_frames": num_frames}, scores, name=config.name)
