@@ -1,6 +1,6 @@
 """The quality runs on real AudioSet: research models and our recipe, trained and evaluated the same way.
 
-    python -m models.quality --input '../shared/data/audioset/bal_train/*.tfrecord' \
+    python -m experiments.quality --input '../shared/data/audioset/bal_train/*.tfrecord' \
         --eval_input '../shared/data/audioset/eval_a/*.tfrecord' --work_dir quality \
         [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best,ensemble] \
         [--steps 1000] [--eval_every 100] [--snapshots 5]
@@ -12,7 +12,7 @@
    them, with a bootstrap 95% interval of mAP, for the final export and for the average of the last
    --snapshots checkpoints (the research code's snapshot averaging). Each run is a subprocess running
    exactly the documented commands, printed before it starts. Writes WORK/results/RUN.json (the small
-   summary committed under results/) and WORK/results.md (a table).
+   summary committed under experiments/results/) and WORK/results.md (a table).
 A run named after a research model uses the research recipe (no mixup, no weight averaging); `best`
 uses train.py's defaults (our recipe), and the variants in VARIANTS change one thing of it.
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
@@ -33,12 +33,12 @@ import subprocess
 import sys
 import time
 
-from models.config import EXPORT_METADATA_FILE, MODEL_NAMES  # no TensorFlow here: --help is fast
+from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT  # no TensorFlow: --help is fast
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
-RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", "0.5", "--mixup", "0",
-                   "--ema", "0")
-VARIANTS = {"best": (), "best_no_mixup": ("--mixup", "0"), "best_dropout_0.5": ("--dropout", "0.5"),
+RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", str(RESEARCH_DROPOUT),
+                   "--mixup", "0", "--ema", "0")
+VARIANTS = {"best": (), "best_no_mixup": ("--mixup", "0"), "best_dropout_0.5": ("--dropout", str(RESEARCH_DROPOUT)),
             "best_single_attention": ("--model", "single_attention")}
 # Members differ in recipe, model and seed: the more their errors differ, the more the average gains.
 ENSEMBLE_MEMBERS = ("best", "best_no_mixup", "best_dropout_0.5", "multi_head_attention", "best_single_attention")

@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT
 
 # Each tool as the README runs it: a script or a module.
 TOOLS = [["train.py"], ["evaluate.py"], ["predict.py"], ["-m", "beam_pipelines.build_shards"],
-         ["-m", "tfdata.summarize"], ["-m", "tfdata.synthetic"], ["-m", "models.quality"], ["-m", "models.exporting"]]
+         ["-m", "tfdata.summarize"], ["-m", "tfdata.synthetic"], ["-m", "experiments.quality"], ["-m", "models.exporting"]]
 # Runs a tool's main with the given argv, then reports whether TensorFlow (or Beam) was imported.
 WRAPPER = """
 import runpy, sys

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models import quality
+from experiments import quality
 
 
 def test_research_runs_use_the_research_recipe_and_best_the_defaults():
