@@ -46,6 +46,15 @@ def test_help_is_fast_shows_defaults_and_imports_no_tensorflow(tool):
         assert "(default: " in result.stdout
 
 
+@pytest.mark.parametrize("name", ["input", "beam", "training", "serving", "vggish", "all"])
+def test_every_benchmark_answers_help_fast_through_the_one_cli(name):
+    result, seconds = _run(["-m", "benchmarks"], name, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "IMPORTED: False False" in result.stderr, result.stderr[-2000:]
+    assert seconds < 3, f"benchmarks {name} --help took {seconds:.1f} s"
+    assert "usage:" in result.stdout and "--json" in result.stdout and "(default: " in result.stdout
+
+
 def test_train_help_lists_the_defaults_of_train_config():
     result, _ = _run(["train.py"], "--help")
     assert "(default: 0.003)" in result.stdout and "(default: cosine)" in result.stdout
