@@ -200,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out = os.path.join(args.work_dir, f"{name}-{args.num_clips}")
         subprocess.run(["rm", "-rf", out], check=True)
-        common = ["--holdout_fraction", str(args.holdout_fraction), "--block_size", str(args.block_size)]
+        options = ["--holdout_fraction", str(args.holdout_fraction), "--block_size", str(args.block_size)]
         if name == "beam":
             command = [PYTHON, "-m", "beam_pipelines.build_shards", "--input", pattern, "--output_dir", out,
-                       *common, *shlex.split(args.beam_args)]
+                       *options, *shlex.split(args.beam_args)]
         else:
             command = [PYTHON, "-m", "benchmarks.beam", "--naive", "--work_dir", args.work_dir,
-                       "--input", pattern, "--output_dir", out, *common]
+                       "--input", pattern, "--output_dir", out, *options]
         results.append(timed(name, command))
         outputs[name] = out
 
