@@ -20,7 +20,8 @@ _TYPES = {"int": int, "float": float, "str": None}  # field annotation -> argpar
 
 
 def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-    """One flag from a config field: its name (or metadata["flag"]), default, type and help from the field."""
+    """One flag from a config field: its name (or metadata["flag"]), default, type and help from the field;
+    a bool field is a switch (its default is False)."""
     options = dict(field.metadata)
     names = [options.pop("flag", f"--{field.name}"), *options.pop("aliases", ())]
     if field.default is dataclasses.MISSING:
@@ -30,7 +31,7 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None
     else:
         options["default"] = field.default
         options["type"] = _TYPES[field.type.split(" | ")[0]]
-    parser.add_argument(*names, dest=field.name if field.name != "name" else "model", **options)
+    parser.add_argument(*names, dest=names[0][2:], **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
