@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-import models  # noqa: F401  (quiet TensorFlow logs before it loads)
+import evaluation  # noqa: F401  (quiet TensorFlow logs before it loads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
 
-    from models import evaluation, metrics
+    from evaluation import report, scoring
+    from models import metrics
     from tfdata import datasets, readers
 
     try:
         if args.compare:
-            table = evaluation.compare(args.compare)
+            table = report.compare(args.compare)
             print(table, end="")
             if args.output:
                 with tf.io.gfile.GFile(args.output, "w") as f:
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--batch_size must be positive")
         if args.bootstrap < 0 or args.bootstrap == 1:
             parser.error("--bootstrap must be 0 (no interval) or at least 2")
-        evaluation.check_output_dir(args.output_dir)  # before the work, not after it
-        saved_models = [evaluation.resolve_saved_model(p) for p in args.saved_model]
+        report.check_output_dir(args.output_dir)  # before the work, not after it
+        saved_models = [scoring.resolve_saved_model(p) for p in args.saved_model]
         train_counts = None
         if args.train_manifest:
             try:
@@ -61,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                     train_counts = np.array(json.load(f)["class_counts"])
             except ValueError as e:  # a truncated or unfinished manifest
                 raise ValueError(f"{args.train_manifest}: not a valid manifest ({e}); rebuild the shards") from None
-        names = evaluation.class_names(saved_models[0])
-        scored = evaluation.score(saved_models, datasets.eval_files(args.data), args.batch_size)
+        names = scoring.class_names(saved_models[0])
+        scored = scoring.score(saved_models, datasets.eval_files(args.data), args.batch_size)
         result = metrics.compute(scored.labels, scored.scores)
         interval = (metrics.bootstrap_map(scored.labels, scored.scores, args.bootstrap)
                     if args.bootstrap else None)
-        evaluation.write_results(args.output_dir, scored, result, names, saved_models, args.data, train_counts,
+        report.write_results(args.output_dir, scored, result, names, saved_models, args.data, train_counts,
                                  interval)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
-    evaluation.print_table(result, names)
+    report.print_table(result, names)
     if interval:
         print(f"mAP 95% interval {interval[0]:.4f} - {interval[1]:.4f} "
               f"(bootstrap over the {result.num_clips} clips, {args.bootstrap} resamples)")

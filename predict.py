@@ -27,7 +27,7 @@ import json
 import os
 import sys
 
-import models  # noqa: F401  (quiet TensorFlow logs before it loads)
+import evaluation  # noqa: F401  (quiet TensorFlow logs before it loads)
 import numpy as np
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -85,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
 
-    from models import evaluation
+    from evaluation import scoring
     from tfdata import datasets, readers
 
     try:
         if args.output and tf.io.gfile.isdir(args.output):
             raise IsADirectoryError(f"--output {args.output} is a directory; give a file name (.csv or .jsonl)")
-        saved_model = evaluation.resolve_saved_model(args.saved_model)
-        names = evaluation.class_names(saved_model)
-        scored = evaluation.score([saved_model], datasets.eval_files(args.input), args.batch_size,
+        saved_model = scoring.resolve_saved_model(args.saved_model)
+        names = scoring.class_names(saved_model)
+        scored = scoring.score([saved_model], datasets.eval_files(args.input), args.batch_size,
                                   progress=None, any_length=True)
     except (OSError, ValueError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
@@ -142,13 +142,13 @@ def predict_audio(argv: list[str]) -> int:
         parser.error("--top_k must be positive")
     import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
 
-    from models import evaluation
+    from evaluation import scoring
     from tfdata import audio, readers
 
     try:
-        saved_model = evaluation.resolve_saved_model(args.saved_model)
+        saved_model = scoring.resolve_saved_model(args.saved_model)
         model = tf.saved_model.load(saved_model)
-        names = evaluation.class_names(saved_model)
+        names = scoring.class_names(saved_model)
     except (OSError, ValueError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1

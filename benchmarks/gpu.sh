@@ -12,4 +12,4 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 "$PY" -c "import tensorflow as tf; print('TensorFlow', tf.__version__, 'GPUs:', tf.config.list_physical_devices('GPU'))"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "nvidia-smi: none"
 WORK=${WORK:-$(mktemp -d)}
-exec "$PY" -m benchmarks.run_all --work_dir "$WORK" --out "$OUT" "$@"
+exec "$PY" -m benchmarks all --work_dir "$WORK" --out "$OUT" "$@"

@@ -1,6 +1,6 @@
 """Latency and throughput of an exported SavedModel's signatures, measured in a fresh process.
 
-    python -m benchmarks.serving [--model feature_attention] [--hidden_units 1024] [--requests 2000]
+    python -m benchmarks serving [--model feature_attention] [--hidden_units 1024] [--requests 2000]
         [--batch_size 1024] [--batches 20] [--vggish_checkpoint CKPT --pca_params NPZ] [--json OUT.json]
 
 Exports a freshly initialized model (export.py's float32 path, weights do not change the timing), then a new
@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 
+from benchmarks import common
+
 GOAL_P50_MS = 1.5  # batch-1 serving_default p50 (issue #17)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(__doc__)
     p.add_argument("--model", default="feature_attention")
     p.add_argument("--hidden_units", type=int, default=1024)
     p.add_argument("--requests", type=int, default=2000, help="timed batch-1 calls per signature")
@@ -36,7 +37,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--peak_seconds", type=float, default=2.0, help="duration of the matmul peak loop")
     p.add_argument("--vggish_checkpoint", help="vggish_model.ckpt: also time serve_waveform")
     p.add_argument("--pca_params", help="vggish_pca_params.npz (with --vggish_checkpoint)")
-    p.add_argument("--json", help="also write the figures here")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--measure_audio", help=argparse.SUPPRESS)  # internal: the fresh process measuring this export
     return p
@@ -154,8 +154,8 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.measure:
+    args = build_parser().parse_args(argv)
+    if args.measure:  # the fresh process: its figures go to --json as they are, for run() to read
         results = measure(args.measure, {"name": args.model, "hidden_units": args.hidden_units}, args,
                           args.measure_audio)
         with open(args.json, "w") as f:
@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run(args)
     print(report(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    common.write_json(args.json, "serving", args, results)
     return 0
 
 

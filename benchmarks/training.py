@@ -1,8 +1,9 @@
 """Training step time per model and batch size: is the input waited for, and how close to peak is the model?
 
-    python -m benchmarks.training --work_dir /tmp/bench [--models average_pooling,feature_attention]
+    python -m benchmarks training --work_dir /tmp/bench [--models average_pooling,feature_attention]
         [--batch_sizes 500] [--steps 10] [--precision float32] [--jit_compile] [--steps_per_execution 1]
         [--num_clips 20000] [--json OUT.json]
+    python -m benchmarks training --throughput [--models ...] [--batch_sizes 500] [--steps 20]
 
 For each model and global batch size, in one process: Keras `fit` step time (a) on the real input,
 `tfdata.datasets.train_dataset` over Beam shards of synthetic AudioSet with the trainer's mixup, and (b) on
@@ -10,26 +11,31 @@ one batch of it repeated, `take(1).cache().repeat()`, so that only the model is 
 1.0 means the model never waits for the input. Achieved FLOP/s counts 3 x the forward matmul FLOPs per
 clip (forward, and two matmuls of the same sizes per matmul backward) and is compared with a float32
 `tf.matmul` loop of the model's own forward shapes run in the same process (benchmarks.flops).
+
+--throughput instead times each model alone (no shards, no --work_dir): clips/s of `fit` steps on one cached
+batch of synthetic clips, plain, with XLA (jit_compile) and with mixed_float16 (the table models.benchmark
+printed; its command was --throughput --models all --steps 20).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+
+from benchmarks import common
 
 DEFAULT_MODELS = "average_pooling,feature_attention"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from models.config import PRECISIONS
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--work_dir", required=True, help="synthetic data and shards are built here once")
+    p = common.parser(__doc__)
+    p.add_argument("--work_dir", help="synthetic data and shards are built here once (required but with "
+                                      "--throughput)")
     p.add_argument("--num_clips", type=int, default=20000)
-    p.add_argument("--models", default=DEFAULT_MODELS)
+    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model names, or all")
     p.add_argument("--batch_sizes", default="500", help="comma-separated global batch sizes")
     p.add_argument("--hidden_units", type=int, default=1024)
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
@@ -38,8 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jit_compile", action="store_true")
     p.add_argument("--steps_per_execution", type=int, default=1)
     p.add_argument("--peak_seconds", type=float, default=2.0)
-    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--throughput", action="store_true",
+                   help="clips/s per model on a cached batch: plain, XLA and mixed_float16 (no --work_dir)")
     return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.throughput and not args.work_dir:
+        parser.error("--work_dir is required (or use --throughput)")
+    return args
+
+
+def model_names(models: str) -> list[str]:
+    from models.config import MODEL_NAMES
+
+    return list(MODEL_NAMES) if models == "all" else models.split(",")
 
 
 class _StepTimer:
@@ -94,7 +115,7 @@ def step_seconds(model_name: str, data, args: argparse.Namespace, devices: list[
 def run(args: argparse.Namespace, devices: list[str] | None = None) -> dict:
     from benchmarks import flops
     from models import zoo
-    from tfdata import benchmark as input_benchmark
+    from benchmarks import input as input_benchmark
     from tfdata import datasets
 
     _, shards = input_benchmark.prepare(args.work_dir, args.num_clips)
@@ -102,7 +123,7 @@ def run(args: argparse.Namespace, devices: list[str] | None = None) -> dict:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         real = datasets.train_dataset(shards, batch_size, seed=0, mixup=0.5)
         cached = real.take(1).cache().repeat()
-        for name in args.models.split(","):
+        for name in model_names(args.models):
             shapes = flops.matmul_shapes(zoo.build(zoo.ModelConfig(name=name, hidden_units=args.hidden_units)),
                                          batch_size)
             peak = flops.matmul_peak(shapes, args.peak_seconds)
@@ -130,13 +151,47 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def throughput(args: argparse.Namespace) -> dict:
+    """Clips/s of each model's `fit` steps on one cached batch of synthetic clips (so the figure is the
+    model's, not the input pipeline's): plain, with XLA, with mixed_float16."""
+    import tensorflow as tf
+
+    from tfdata import synthetic
+
+    batch_size = int(args.batch_sizes.split(",")[0])
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=batch_size, seed=0)))
+    batch = ({"embedding": clips["embedding"], "num_frames": clips["num_frames"]}, clips["labels"])
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    settings = {"clips_per_s": {}, "jit_clips_per_s": {"jit_compile": True},
+                "mixed_clips_per_s": {"precision": "mixed_float16"}}
+    rows = []
+    for name in model_names(args.models):
+        row = {"model": name, "batch_size": batch_size}
+        for key, setting in settings.items():
+            options = argparse.Namespace(**(vars(args) | {"precision": "float32", "jit_compile": False} | setting))
+            row[key] = batch_size / step_seconds(name, data, options)
+        rows.append(row)
+    return {"options": {"hidden_units": args.hidden_units, "steps_per_execution": args.steps_per_execution},
+            "rows": rows}
+
+
+def throughput_report(results: dict) -> str:
+    lines = [f"{'model':22s} {'clips/s':>9s} {'jit':>9s} {'mixed':>9s}   "
+             f"(batch {results['rows'][0]['batch_size']}, 3 x {results['options']['hidden_units']} trunk)"]
+    lines += [f"{r['model']:22s} {r['clips_per_s']:9.0f} {r['jit_clips_per_s']:9.0f} {r['mixed_clips_per_s']:9.0f}"
+              for r in results["rows"]]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    results = run(args)
-    print(report(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    args = parse_args(argv)
+    if args.throughput:
+        results = throughput(args)
+        print(throughput_report(results))
+    else:
+        results = run(args)
+        print(report(results))
+    common.write_json(args.json, "training", args, results)
     return 0
 
 

@@ -17,21 +17,32 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 EXPORT_METADATA_FILE = "export_metadata.json"
 
 
+RESEARCH_DROPOUT = 0.5  # the research code's trunk (Kong et al.); our recipe uses ModelConfig's default
+
+
 class ConfigError(ValueError):
     """A user error in the training configuration (one line, no traceback)."""
 
 
+def _flag(default=dataclasses.MISSING, help: str = "", **argparse_options) -> dataclasses.Field:
+    """A field that is also a train.py flag: its help text and argparse options live beside its default."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture. Defaults are the research code's trunk: 3 x [Dense 1024, BN, ReLU, Dropout 0.5]."""
-    name: str = "feature_attention"
-    hidden_units: int = 1024
-    num_layers: int = 3
-    dropout: float = 0.5
-    input_batchnorm: bool = False  # Yu et al. 2018 normalise the input embeddings
-    num_heads: int = 4  # multi_head_attention only
-    input_dropout: float = 0.0  # dropout on the dequantized input embeddings (training only)
-    frame_dropout: float = 0.0  # drop each real frame from pooling with this probability (training only)
+    """Architecture. Defaults are our recipe's: 3 x [Dense 1024, BN, ReLU, Dropout 0.2], input dropout 0.2 and
+    frame dropout 0.3 (both chosen on eval_a); the research code's trunk has dropout RESEARCH_DROPOUT and
+    neither of the other two (experiments.quality names them for its runs)."""
+    name: str = _flag("feature_attention", f"one of: {', '.join(MODEL_NAMES)}", flag="--model")
+    hidden_units: int = _flag(1024, "width of the per-frame trunk")
+    num_layers: int = _flag(3, "layers of the per-frame trunk")
+    dropout: float = _flag(0.2, "dropout after every trunk layer")
+    # Yu et al. 2018 normalise the input embeddings
+    input_batchnorm: bool = _flag(False, "BatchNorm on the input embeddings")
+    num_heads: int = _flag(4, "heads of multi_head_attention")
+    input_dropout: float = _flag(0.2, "dropout on the input embeddings (training only)")
+    frame_dropout: float = _flag(0.3, "drop each frame from pooling with this probability (training only)")
 
     @classmethod
     def yu2018(cls, name: str = "multi_attention") -> "ModelConfig":
@@ -42,29 +53,40 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Defaults are our recipe (README, "Results"): the research recipe (Adam, batch 500, balanced batches,
-    3 x 1024 trunk) with dropout 0.2, learning rate 3e-3 on a cosine schedule, mixup 0.5 and EMA 0.99."""
-    train_data: str
-    model_dir: str
-    model: ModelConfig = ModelConfig(dropout=0.2)
-    eval_data: str | None = None
-    strategy: str = "default"  # default | mirrored | multi_worker
-    cpu_replicas: int = 0
-    batch_size: int = 500  # global batch, as in the research code
-    steps: int = 1_000  # 25 passes over bal_train; chosen on eval_a (README, "Results"): 3,000 score lower
-    steps_per_epoch: int = 200  # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
-    learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"  # constant | cosine (from learning_rate to 0 over `steps`)
-    seed: int | None = None
-    precision: str = "float32"  # float32 | mixed_float16 (with dynamic loss scaling) | mixed_bfloat16
-    jit_compile: bool = False  # XLA-compile the training step
-    steps_per_execution: int = 1  # training steps per tf.function call (fewer host round trips on a GPU)
-    export_dir: str | None = None
-    class_labels: str | None = None
-    snapshots: int = 0  # also export the last N epoch checkpoints to DIR/snapshots/ (research snapshot averaging)
-    ema: float = 0.99  # > 0: export an exponential moving average of the weights with this decay
-    mixup: float = 0.5  # > 0: mixup on the dequantized embeddings, mixing weights ~ Beta(mixup, mixup)
-    weight_decay: float = 0.0  # > 0: AdamW's decoupled weight decay (per step, times the learning rate)
-    label_smoothing: float = 0.0  # binary cross-entropy targets y * (1 - s) + s / 2
+    3 x 1024 trunk) with dropout 0.2, input dropout 0.2, frame dropout 0.3, learning rate 3e-3 on a cosine
+    schedule, decoupled weight decay 0.1, mixup 0.5 and EMA 0.99.
+    Every field is a train.py flag of the same name (the model's fields too), with the help in its metadata."""
+    train_data: str = _flag(help="shards directory written by beam_pipelines.build_shards")
+    model_dir: str = _flag(help="checkpoints, logs, history.csv and the export")
+    model: ModelConfig = ModelConfig()
+    eval_data: str | None = _flag(None, "glob of AudioSet TFRecords or shards directory, scored every epoch")
+    strategy: str = _flag("default", "tf.distribute strategy (BUILD.md)",
+                          choices=["default", "mirrored", "multi_worker"])
+    cpu_replicas: int = _flag(0, "split the CPU into N logical devices")
+    batch_size: int = _flag(500, "global batch size")  # as in the research code
+    # 25 passes over bal_train; chosen on eval_a (README, "Results"): 3,000 score lower
+    steps: int = _flag(1_000, "training steps in all")
+    # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
+    steps_per_epoch: int = _flag(200, "steps between checkpoints, logs and evaluations", aliases=("--eval_every",))
+    learning_rate: float = _flag(3e-3, "Adam learning rate")
+    lr_schedule: str = _flag("cosine", "cosine: decay from --learning_rate to 0 over --steps",
+                             choices=["constant", "cosine"])
+    seed: int | None = _flag(None, "seed of weights, data order and mixup (deterministic ops)")
+    precision: str = _flag("float32", "Keras mixed precision: float16 (loss scaling) or bfloat16 compute, float32 "
+                                      "variables and output layer; the export is float32", choices=PRECISIONS)
+    jit_compile: bool = _flag(False, "compile the training step with XLA")
+    steps_per_execution: int = _flag(1, "training steps per call into TensorFlow (must divide --steps and "
+                                        "--steps_per_epoch)")  # fewer host round trips on a GPU
+    export_dir: str | None = _flag(None, "where the SavedModel goes, if not MODEL_DIR/saved_model")
+    class_labels: str | None = _flag(None, "class_labels_indices.csv to export with the model")
+    # research snapshot averaging
+    snapshots: int = _flag(0, "also export the last N epoch checkpoints to DIR/snapshots/ for snapshot averaging")
+    ema: float = _flag(0.99, "export an exponential moving average of the weights with this decay (0: off)")
+    mixup: float = _flag(0.5, "mixup on the embeddings with mixing weights ~ Beta(a, a) (0: off)")
+    # per step, times the learning rate
+    weight_decay: float = _flag(0.1, "decoupled weight decay of Adam (AdamW; 0: off)")
+    # targets y * (1 - s) + s / 2
+    label_smoothing: float = _flag(0.0, "binary cross-entropy label smoothing")
 
     # Fields that may change between a run and its resumption.
     RESUMABLE_CHANGES = ("steps", "export_dir", "eval_data", "snapshots")

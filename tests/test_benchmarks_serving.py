@@ -13,7 +13,9 @@ def test_serving_benchmark_reports_every_signature_in_a_fresh_process(tmp_path, 
     assert serving.main(["--hidden_units", "16", "--requests", "20", "--batch_size", "8", "--batches", "2",
                          "--peak_seconds", "0.1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    results = json.loads(out.read_text())
+    envelope = json.loads(out.read_text())
+    assert envelope["benchmark"] == "serving" and envelope["config"]["requests"] == 20
+    results = envelope["results"]
     assert set(results["signatures"]) == {"serving_default", "serve_examples", "serve_waveform"}
     assert results["signatures"]["serve_waveform"] is None and "serve_waveform   skipped: no --vggish_checkpoint" in text
     for name in ("serving_default", "serve_examples"):
@@ -30,7 +32,7 @@ def test_serve_waveform_is_timed_with_the_vggish_files(tmp_path, capsys, vggish_
     assert serving.main(["--hidden_units", "16", "--requests", "20", "--batch_size", "2", "--batches", "1",
                          "--peak_seconds", "0.05", "--vggish_checkpoint", vggish_files.checkpoint,
                          "--pca_params", vggish_files.pca_params, "--json", str(out)]) == 0
-    waveform = json.loads(out.read_text())["signatures"]["serve_waveform"]
+    waveform = json.loads(out.read_text())["results"]["signatures"]["serve_waveform"]
     assert waveform["p50_ms"] > 0 and waveform["batch_size"] == 2 and waveform["fraction_of_peak"] is None
 
 

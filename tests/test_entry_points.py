@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT
 
 # Each tool as the README runs it: a script or a module.
 TOOLS = [["train.py"], ["evaluate.py"], ["predict.py"], ["-m", "beam_pipelines.build_shards"],
-         ["-m", "tfdata.summarize"], ["-m", "tfdata.synthetic"], ["-m", "models.quality"], ["-m", "models.exporting"]]
+         ["-m", "tfdata.summarize"], ["-m", "tfdata.synthetic"], ["-m", "experiments.quality"], ["-m", "models.exporting"]]
 # Runs a tool's main with the given argv, then reports whether TensorFlow (or Beam) was imported.
 WRAPPER = """
 import runpy, sys
@@ -46,6 +46,15 @@ def test_help_is_fast_shows_defaults_and_imports_no_tensorflow(tool):
         assert "(default: " in result.stdout
 
 
+@pytest.mark.parametrize("name", ["input", "beam", "training", "serving", "vggish", "all"])
+def test_every_benchmark_answers_help_fast_through_the_one_cli(name):
+    result, seconds = _run(["-m", "benchmarks"], name, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "IMPORTED: False False" in result.stderr, result.stderr[-2000:]
+    assert seconds < 3, f"benchmarks {name} --help took {seconds:.1f} s"
+    assert "usage:" in result.stdout and "--json" in result.stdout and "(default: " in result.stdout
+
+
 def test_train_help_lists_the_defaults_of_train_config():
     result, _ = _run(["train.py"], "--help")
     assert "(default: 0.003)" in result.stdout and "(default: cosine)" in result.stdout
@@ -73,3 +82,17 @@ def test_build_shards_does_not_take_a_prefix_of_its_own_flags():
 
     config, rest = build_shards.parse_args(["--input", "x", "--output_dir", "o", "--holdout", "0.5"])
     assert config.holdout_fraction == 0.0 and rest == ["--holdout", "0.5"]
+
+
+def test_train_flags_are_the_fields_of_train_config_with_their_defaults():
+    """One default, one place: every TrainConfig and ModelConfig field is a flag (ModelConfig.name is --model)."""
+    import dataclasses
+
+    import train
+    from models.config import ModelConfig, TrainConfig
+
+    assert train.parse_args(["--train_data", "s", "--model_dir", "m"]) == TrainConfig("s", "m")
+    assert TrainConfig("s", "m").model == ModelConfig()  # the recipe's trunk is ModelConfig's default
+    dests = {a.dest for a in train.build_parser()._actions} - {"help", "mixed_precision"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(ModelConfig)}
+    assert dests == fields - {"name"}

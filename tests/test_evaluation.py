@@ -13,7 +13,8 @@ import tensorflow as tf
 
 import evaluate
 import predict
-from models import evaluation, metrics
+from evaluation import plots, report, scoring
+from models import metrics
 from tfdata import readers, schema, synthetic
 
 
@@ -99,8 +100,8 @@ def test_plot_is_a_png_of_the_expected_size(evaluated):
     png = (out / "per_class.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    w, h = evaluation.PLOT_SIZE_INCHES
-    assert (width, height) == (w * evaluation.PLOT_DPI, h * evaluation.PLOT_DPI)
+    w, h = plots.PLOT_SIZE_INCHES
+    assert (width, height) == (w * plots.PLOT_DPI, h * plots.PLOT_DPI)
 
 
 @pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
@@ -202,7 +203,7 @@ def test_predict_and_evaluate_take_the_model_dir_of_train_py(tmp_path, exported,
 
 def test_evaluate_checks_its_output_dir_before_scoring(tmp_path, exported, synthetic_tfrecords, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
-    monkeypatch.setattr(evaluation, "score", lambda *a, **k: pytest.fail("scored before checking --output_dir"))
+    monkeypatch.setattr(scoring, "score", lambda *a, **k: pytest.fail("scored before checking --output_dir"))
     for out in (tmp_path / "file", tmp_path / "file" / "r"):
         assert evaluate.main(["--saved_model", exported[0], "--data", str(synthetic_tfrecords / "*.tfrecord"),
                               "--output_dir", str(out)]) == 1
@@ -257,9 +258,9 @@ def test_best_classes_leave_out_classes_with_few_positives():
     result = metrics.compute(labels, scores)
     assert result.per_class[0].ap == 1.0
     out = io.StringIO()
-    evaluation.print_table(result, tuple(f"class {c}" for c in range(527)), out)
+    report.print_table(result, tuple(f"class {c}" for c in range(527)), out)
     assert "class 0 " not in out.getvalue() and "at least 5 positives" in out.getvalue()
-    assert all(m.positives >= 5 for m in evaluation.ranked_classes(result))
+    assert all(m.positives >= 5 for m in plots.ranked_classes(result))
 
 
 @pytest.mark.slow  # scores more model sets on the 2,000 clips than the fast tests share
@@ -267,16 +268,16 @@ def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, ev
     files = sorted(synthetic_tfrecords.glob("*.tfrecord"))
     a, b = evaluated(0), evaluated(1)
     c = _evaluate(tmp_path, exported[1:], files[0], "c")
-    assert "warning" not in evaluation.compare([str(a), str(b)])
-    table = evaluation.compare([str(a), str(c)])
+    assert "warning" not in report.compare([str(a), str(b)])
+    table = report.compare([str(a), str(c)])
     assert f"| {synthetic_tfrecords / '*.tfrecord'} |" in table and f"| {files[0]} |" in table
     assert "warning: these results were measured on different data" in table
 
 
 def test_scoring_progress_is_lines_when_not_a_terminal(exported, synthetic_tfrecords, monkeypatch):
-    monkeypatch.setattr(evaluation, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(scoring, "PROGRESS_SECONDS", 0)
     log = io.StringIO()  # not a terminal
-    evaluation.score(exported[:1], sorted(map(str, synthetic_tfrecords.glob("*.tfrecord"))), 256, progress=log)
+    scoring.score(exported[:1], sorted(map(str, synthetic_tfrecords.glob("*.tfrecord"))), 256, progress=log)
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) > 2 and all(l.startswith("scored ") for l in lines)
 
@@ -335,7 +336,7 @@ def test_a_degenerate_set_writes_valid_json_with_null_and_why(tmp_path, exported
     assert m["AUC"] is None and m["d_prime"] is None and "AUC" in m["null_values"]
     assert "undefined" in m["null_values"]["AUC"]
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
-    assert "| n/a | n/a |" in evaluation.compare([str(out)])
+    assert "| n/a | n/a |" in report.compare([str(out)])
 
 
 @pytest.mark.parametrize("value", ["-1", "0"])

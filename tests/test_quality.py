@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models import quality
+from experiments import quality
 
 
 def test_research_runs_use_the_research_recipe_and_best_the_defaults():
@@ -15,9 +15,13 @@ def test_research_runs_use_the_research_recipe_and_best_the_defaults():
         return train.parse_args([*quality.train_args(run), "--train_data", "s", "--model_dir", "m"])
 
     research = config("feature_attention")
-    assert research.model == zoo.ModelConfig("feature_attention", hidden_units=1024, num_layers=3, dropout=0.5)
-    assert (research.learning_rate, research.lr_schedule, research.batch_size, research.mixup, research.ema) == (
-        1e-3, "constant", 500, 0, 0)
+    assert research.model == zoo.ModelConfig("feature_attention", hidden_units=1024, num_layers=3, dropout=0.5,
+                                             input_dropout=0, frame_dropout=0)
+    assert (research.learning_rate, research.lr_schedule, research.batch_size, research.mixup, research.ema,
+            research.weight_decay) == (1e-3, "constant", 500, 0, 0, 0)
+    previous = config("previous_best")
+    assert (previous.weight_decay, previous.model.input_dropout, previous.model.frame_dropout) == (0, 0, 0)
+    assert previous.model.dropout == zoo.ModelConfig().dropout and previous.mixup == trainer.TrainConfig("s", "m").mixup
     assert config("best") == trainer.TrainConfig("s", "m")
     assert config("multi_head_attention").model.name == "multi_head_attention"
     assert len({config(run) for run in quality.ENSEMBLE_MEMBERS}) == len(quality.ENSEMBLE_MEMBERS)  # all differ

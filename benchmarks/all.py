@@ -1,6 +1,6 @@
 """Everything measured in one run, for a GPU machine lent for a few minutes: one JSON, one Markdown table.
 
-    python -m benchmarks.run_all --work_dir /tmp/bench --out bench_results [--tiny]
+    python -m benchmarks all --work_dir /tmp/bench --out bench_results [--tiny]
     (benchmarks/gpu.sh runs this after checking the install)
 
 1. input pipeline: `train_dataset` clips/s pulled inside a tf.function, at 1, 2 and 8 reader threads;
@@ -15,12 +15,13 @@ size so that a test runs the whole script in about a minute.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import time
+
+from benchmarks import common
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -43,12 +44,13 @@ TINY = Sizes(num_clips=1000, batch_sizes=(32,), hidden_units=16, steps=2, warmup
 
 
 def input_pipeline(shards: str, sizes: Sizes) -> list[dict]:
-    from tfdata import benchmark, datasets
+    from benchmarks import input as input_benchmark
+    from tfdata import datasets
 
     rows = []
     for threads in (1, 2, 8):
         dataset = datasets.train_dataset(shards, 500, seed=0, read_threads=threads)
-        rows.append({"read_threads": threads, "clips_per_s": benchmark.clips_per_second_in_graph(
+        rows.append({"read_threads": threads, "clips_per_s": input_benchmark.clips_per_second_in_graph(
             dataset, sizes.input_batches, warmup=2, batch_size=500)})
     return rows
 
@@ -73,7 +75,7 @@ def training(work_dir: str, sizes: Sizes, setting: dict, batch_sizes, devices: l
             "--batch_sizes", ",".join(str(b) for b in batch_sizes), "--steps", str(sizes.steps),
             "--warmup", str(sizes.warmup), "--precision", setting["precision"],
             "--steps_per_execution", str(setting["steps_per_execution"]), "--peak_seconds", str(sizes.peak_seconds)]
-    args = bench._parser().parse_args(argv + (["--jit_compile"] if setting["jit_compile"] else []))
+    args = bench.parse_args(argv + (["--jit_compile"] if setting["jit_compile"] else []))
     return bench.run(args, devices)
 
 
@@ -87,8 +89,9 @@ def mirrored_scaling(work_dir: str, sizes: Sizes, gpus: int) -> list[dict]:
     return rows
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# Benchmarks ({results['date']}, {results['devices']})", ""]
+def markdown(envelope: dict) -> str:
+    results = envelope["results"]
+    lines = [f"# Benchmarks ({envelope['date']}, {results['devices']})", ""]
     lines += ["| reader threads | clips/s |", "|---|---|"]
     lines += [f"| {r['read_threads']} | {r['clips_per_s']:,.0f} |" for r in results["input"]]
     lines += ["", "| precision | jit | steps/exec | model | batch | real ms | cached ms | input ratio | of peak |",
@@ -115,26 +118,29 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser():
+    p = common.parser(__doc__)
     p.add_argument("--work_dir", required=True, help="synthetic data and shards (built once)")
-    p.add_argument("--out", required=True, help="directory for results.json and results.md")
+    p.add_argument("--out", required=True, help="directory for results.json (the envelope; --json: a copy) "
+                                                "and results.md")
     p.add_argument("--tiny", action="store_true", help="tiny sizes (tests)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     sizes = TINY if args.tiny else Sizes()
 
     import tensorflow as tf
 
+    from benchmarks import input as input_benchmark
     from benchmarks import serving
-    from tfdata import benchmark as input_benchmark
 
     start = time.time()
     gpus = len(tf.config.list_physical_devices("GPU"))
     _, shards = input_benchmark.prepare(args.work_dir, sizes.num_clips)
     settings, skipped = training_settings(gpus)
-    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "devices": f"{gpus} GPU(s)" if gpus else f"CPU only ({os.cpu_count()} cores)",
+    results = {"devices": f"{gpus} GPU(s)" if gpus else f"CPU only ({os.cpu_count()} cores)",
                "sizes": dataclasses.asdict(sizes), "skipped": skipped}
     print("input pipeline ...", flush=True)
     results["input"] = input_pipeline(shards, sizes)
@@ -148,14 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         results["mirrored"] = []
         results["skipped"].append("MirroredStrategy scaling over GPUs: no GPU")
     print("serving ...", flush=True)
-    results["serving"] = serving.run(serving._parser().parse_args(
+    results["serving"] = serving.run(serving.build_parser().parse_args(
         ["--hidden_units", str(sizes.hidden_units), "--requests", str(sizes.serving_requests),
          "--batch_size", str(sizes.serving_batch), "--batches", "5", "--peak_seconds", str(sizes.peak_seconds)]))
     results["seconds"] = time.time() - start
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    table = markdown(results)
+    envelope = common.write_json(os.path.join(args.out, "results.json"), "all", args, results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(envelope, f, indent=1)
+    table = markdown(envelope)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
     print(table + f"\n{results['seconds']:.0f} s; wrote {args.out}/results.json and results.md")

@@ -1,6 +1,6 @@
 """Input pipeline benchmark: tf.data from Beam shards against the research code's in-RAM generator.
 
-    python -m tfdata.benchmark --work_dir /tmp/bench --num_clips 20000 [--memory]
+    python -m benchmarks input --work_dir /tmp/bench --num_clips 20000 [--memory] [--json OUT.json]
 
 In one process run, side by side on the same clips:
   (a) tfdata.train_dataset on shards built by beam_pipelines.build_shards (uint8 batches of 500),
@@ -14,22 +14,25 @@ With --memory, the peak resident memory of train_dataset over 1x and 10x the dat
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from tfdata import datasets, readers, schema
+from benchmarks import common
 
+# TensorFlow and tfdata's readers are imported where they are used: --help does not wait for them.
 BATCH = 500
 
 
-def parse_single(record: tf.Tensor) -> tuple:
+def parse_single(record) -> tuple:
     """One SequenceExample with tf.io.parse_single_sequence_example: context and frames as strings."""
+    import tensorflow as tf
+
+    from tfdata import schema
+
     context = {schema.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
                schema.START_TIME_KEY: tf.io.FixedLenFeature([], tf.float32),
                schema.LABELS_KEY: tf.io.VarLenFeature(tf.int64)}
@@ -70,9 +73,10 @@ def clips_per_second(iterator, batches: int, warmup: int, batch_size: int = BATC
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def clips_per_second_in_graph(dataset: tf.data.Dataset, batches: int, warmup: int,
-                              batch_size: int = BATCH) -> float:
+def clips_per_second_in_graph(dataset, batches: int, warmup: int, batch_size: int = BATCH) -> float:
     """Batches pulled inside a tf.function, as Keras `fit` pulls them (no conversion to Python objects)."""
+    import tensorflow as tf
+
     iterator = iter(dataset)
 
     @tf.function
@@ -87,6 +91,9 @@ def clips_per_second_in_graph(dataset: tf.data.Dataset, batches: int, warmup: in
 
 
 def prepare(work_dir: str, num_clips: int, seed: int = 0) -> tuple[str, str]:
+    """Synthetic AudioSet and its Beam shards under work_dir, built once: (data dir, shards dir)."""
+    import tensorflow as tf
+
     data, shards = os.path.join(work_dir, f"audioset-{num_clips}"), os.path.join(work_dir, f"shards-{num_clips}")
     if not tf.io.gfile.exists(os.path.join(data, "class_labels_indices.csv")):
         subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", data, "--num_clips", str(num_clips),
@@ -107,13 +114,21 @@ def peak_memory_mb(shards: str, batches: int) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work_dir", required=True)
+def build_parser():
+    parser = common.parser(__doc__)
+    parser.add_argument("--work_dir", required=True, help="synthetic data and shards (built once)")
     parser.add_argument("--num_clips", type=int, default=20_000)
     parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory at 1x and 10x the data")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
+    from tfdata import datasets, readers
+
     data, shards = prepare(args.work_dir, args.num_clips)
 
     clips = [b for b in readers.read_tfrecords(f"{data}/*.tfrecord").as_numpy_iterator()]
@@ -129,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (b) research balanced generator, in RAM                       {research:10.0f} clips/s")
     print(f"  ratio (a) / (b)                                               {ours / research:10.2f}   (goal >= 1.5)")
     print(f"  ratio (a') / (b)                                              {in_graph / research:10.2f}   (goal >= 1.5)")
+    results = {"train_clips_per_s": ours, "train_in_graph_clips_per_s": in_graph, "research_clips_per_s": research}
 
     files = readers.list_files(f"{data}/*.tfrecord")
     batched = datasets.eval_dataset(f"{data}/*.tfrecord", 1024)
@@ -146,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     batched_rate = rates["eval_dataset (batched parse)"]
     for name in list(rates)[1:]:
         print(f"  ratio to {name:33s} {batched_rate / rates[name]:10.2f}   (goal >= 5)")
+    results["eval_parse_clips_per_s"] = rates
 
     if args.memory:
         _, big = prepare(args.work_dir, 10 * args.num_clips)
         small_mb, big_mb = peak_memory_mb(shards, 200), peak_memory_mb(big, 200)
         print(f"peak memory of train_dataset: {small_mb:.0f} MB at 1x, {big_mb:.0f} MB at 10x "
               f"({100 * (big_mb / small_mb - 1):+.1f}%, goal < 10%)")
+        results["peak_memory_mb"] = {"1x": small_mb, "10x": big_mb}
+    common.write_json(args.json, "input", args, results)
     return 0
 
 

@@ -1,12 +1,12 @@
 """Times build_shards against a single-process Python loop that does the same conversion.
 
-    python -m beam_pipelines.benchmark --num_clips N --work_dir DIR [--holdout_fraction 0.1] \
-        [--beam_args='--direct_running_mode=multi_processing --direct_num_workers=2'] [--skip_naive]
+    python -m benchmarks beam --num_clips N --work_dir DIR [--holdout_fraction 0.1] \
+        [--beam_args='--direct_running_mode=multi_processing --direct_num_workers=2'] [--skip_naive] [--json OUT]
 
 Generates synthetic AudioSet (python -m tfdata.synthetic, seed 0) into DIR/synthetic-N unless it is
 there, then runs, one after the other, each in a fresh process:
   beam   python -m beam_pipelines.build_shards --input 'DIR/synthetic-N/*.tfrecord' --output_dir DIR/beam-N
-  naive  python -m beam_pipelines.benchmark --naive ...: one Python loop (tf.data reads every file in
+  naive  python -m benchmarks.beam --naive ...: one Python loop (tf.data reads every file in
          order, readers.parse_records per 1,000 records, a set for duplicates, then per class the same
          blocks and files through beam_pipelines.core) into DIR/naive-N
 and prints wall time, clips/s, peak memory (RSS of the largest process), the per-clip ratio, and
@@ -26,10 +26,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+from benchmarks import common
 
-from beam_pipelines import core
-
+# numpy, TensorFlow and the Beam job's functions (beam_pipelines.core) are imported where they are used.
 PYTHON = sys.executable
 
 
@@ -93,18 +92,19 @@ def output_digests(out: str) -> dict[str, str]:
 def naive_build(input_pattern: str, output_dir: str, holdout_fraction: float, block_size: int, min_blocks: int,
                 blocks_per_file: int, num_plain_shards: int, seed: int, batch_size: int = 1000) -> dict:
     """build_shards' conversion (TFRecord input) in one process, without Beam."""
+    import numpy as np
     import tensorflow as tf
-    from tensorflow.python.util import deprecation
 
+    from beam_pipelines import core
     from tfdata import readers, schema
 
     files = readers.list_files(input_pattern)
     threshold = np.uint64(min(core.holdout_threshold(holdout_fraction), 2 ** 64 - 1))
+
     def record_batches():  # (file index, position, record) in file order, batch_size at a time
         file, position, serialized = [], [], []
         for index, path in enumerate(files):
-            with deprecation.silence():
-                records = tf.compat.v1.io.tf_record_iterator(path)  # TensorFlow's C++ reader
+            records = tf.data.TFRecordDataset(path).as_numpy_iterator()  # TensorFlow's C++ reader, in order
             for i, record in enumerate(records):
                 file.append(index)
                 position.append(i)
@@ -169,8 +169,8 @@ def naive_build(input_pattern: str, output_dir: str, holdout_fraction: float, bl
 
 # --- Command line -----------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.parser(__doc__)
     parser.add_argument("--num_clips", type=int, default=200_000)
     parser.add_argument("--work_dir", required=True)
     parser.add_argument("--holdout_fraction", type=float, default=0.1)
@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)  # internal: run the loop only
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.naive:
         naive_build(args.input, args.output_dir, args.holdout_fraction, args.block_size, 8, 64, 16, 0)
         return 0
@@ -196,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out = os.path.join(args.work_dir, f"{name}-{args.num_clips}")
         subprocess.run(["rm", "-rf", out], check=True)
-        common = ["--holdout_fraction", str(args.holdout_fraction), "--block_size", str(args.block_size)]
+        options = ["--holdout_fraction", str(args.holdout_fraction), "--block_size", str(args.block_size)]
         if name == "beam":
             command = [PYTHON, "-m", "beam_pipelines.build_shards", "--input", pattern, "--output_dir", out,
-                       *common, *shlex.split(args.beam_args)]
+                       *options, *shlex.split(args.beam_args)]
         else:
-            command = [PYTHON, "-m", "beam_pipelines.benchmark", "--naive", "--work_dir", args.work_dir,
-                       "--input", pattern, "--output_dir", out, *common]
+            command = [PYTHON, "-m", "benchmarks.beam", "--naive", "--work_dir", args.work_dir,
+                       "--input", pattern, "--output_dir", out, *options]
         results.append(timed(name, command))
         outputs[name] = out
 
@@ -215,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r.name:6s} {r.seconds:7.1f} {n / r.seconds:8.0f} {r.seconds / n * 1e6:8.1f} {r.cpu_seconds:7.1f} "
               f"{r.peak_rss_gib:9.2f} {n / max(r.seconds - startup, 1e-9):21.0f}")
+    figures = {"startup_seconds": startup, "load_average_before": load,
+               "runs": [dataclasses.asdict(r) | {"clips_per_s": n / r.seconds} for r in results]}
     if len(results) == 2:
         beam, naive = results
         print(f"per-clip ratio beam / naive: wall {beam.seconds / naive.seconds:.2f} "
@@ -224,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         same = a == b
         print(f"outputs byte-identical: {same} ({len(a)} files)" if same else
               f"outputs differ: {sorted(set(a) ^ set(b))[:5]} {[k for k in a if k in b and a[k] != b[k]][:5]}")
+        figures["outputs_identical"] = same
+    common.write_json(args.json, "beam", args, figures)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""tfdata.benchmark: the research baseline it times is balanced, and the in-graph timer pulls what it says."""
+"""benchmarks.input: the research baseline it times is balanced, and the in-graph timer pulls what it says."""
 
 import types
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdata import benchmark
+from benchmarks import input as benchmark
 
 
 def test_research_generator_is_balanced_and_dequantized():

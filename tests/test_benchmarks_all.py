@@ -1,4 +1,4 @@
-"""benchmarks/gpu.sh (benchmarks.run_all) end to end in its CPU mode with tiny sizes."""
+"""benchmarks/gpu.sh (benchmarks.all) end to end in its CPU mode with tiny sizes."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import run_all
+from benchmarks import all as all_benchmarks
 from tests.conftest import REPO_ROOT
 
 
@@ -18,7 +18,9 @@ def test_gpu_script_runs_everything_on_cpu_and_says_what_it_skipped(tmp_path):
     result = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu.sh"), str(tmp_path / "out"), "--tiny"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    envelope = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert envelope["benchmark"] == "all" and envelope["config"]["tiny"] is True and envelope["machine"]["gpus"] == 0
+    results = envelope["results"]
     assert [r["read_threads"] for r in results["input"]] == [1, 2, 8]
     assert [t["options"]["precision"] for t in results["training"]] == ["float32"]
     assert {r["model"] for r in results["training"][0]["rows"]} == {"average_pooling", "feature_attention"}
@@ -30,7 +32,7 @@ def test_gpu_script_runs_everything_on_cpu_and_says_what_it_skipped(tmp_path):
 
 
 def test_every_training_setting_runs_on_a_gpu_and_only_the_plain_one_without():
-    on_gpu, skipped = run_all.training_settings(gpus=1)
+    on_gpu, skipped = all_benchmarks.training_settings(gpus=1)
     assert len(on_gpu) == 12 and not skipped
-    on_cpu, skipped = run_all.training_settings(gpus=0)
+    on_cpu, skipped = all_benchmarks.training_settings(gpus=0)
     assert on_cpu == [{"precision": "float32", "jit_compile": False, "steps_per_execution": 1}] and len(skipped) == 11

@@ -1,0 +1,1 @@
+"""The quality runs on real AudioSet (quality) and their committed results (results/)."""
