@@ -364,11 +364,10 @@ def run(argv: list[str] | None = None) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from models import vggish
-    from tfdata import readers
 
     config, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        files = readers.list_files(config.input)
+        files = schema.list_files(config.input)
         vggish.read_pca_params(config.pca_params)
         vggish.read_checkpoint_shapes(config.vggish_checkpoint)
         labels = read_labels(config.labels, config.class_labels) if config.labels else None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import build_shards, core
+from beam_pipelines import build_shards
 from tests.conftest import REPO_ROOT
 from tests.test_readers import _sequence_example
 from tfdata import readers, schema, synthetic

@@ -12,50 +12,30 @@ Memory depends on K and the shuffle buffer, not on the size of the data.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
 
 from tfdata import readers, schema
 
-MANIFEST = "manifest.json"
+MANIFEST = schema.MANIFEST_FILE
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
 READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (BUILD.md, "Benchmarks")
 
 
-class ShardsError(ValueError):
-    """A shards directory that cannot be read (missing, unfinished, other schema version)."""
+ShardsError = schema.ShardsError
 
 
 def read_manifest(shards_dir: str) -> dict:
-    """The manifest of a finished Beam run; refuses missing, unfinished or other-version shards."""
-    path = os.path.join(shards_dir, MANIFEST)
+    """The manifest of a finished Beam run as a dict (schema.Manifest); refuses missing, unfinished or
+    other-version shards, and names the command that builds shards when given raw TFRecords."""
     raw = _raw_tfrecords(shards_dir)
     if raw:
         raise ShardsError(f"{shards_dir}: AudioSet TFRecords, not shards; build shards from them first:\n"
                           f"  python -m beam_pipelines.build_shards --input '{raw}' --output_dir shards\n"
                           "and pass the output directory (here: shards)")
-    if not tf.io.gfile.isdir(shards_dir):
-        raise ShardsError(f"{shards_dir}: no such directory")
-    if not tf.io.gfile.exists(path):
-        raise ShardsError(f"{shards_dir}: no {MANIFEST}: not shards written by beam_pipelines.build_shards, "
-                          "or a run that did not finish")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            manifest = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ShardsError(f"{path}: not a valid manifest ({e}); the run that wrote it did not finish: rebuild "
-                          "the shards with beam_pipelines.build_shards --overwrite") from None
-    if not isinstance(manifest, dict):
-        raise ShardsError(f"{path}: not a valid manifest (not a JSON object): rebuild the shards")
-    if manifest.get("schema_version") != schema.SHARD_SCHEMA_VERSION:
-        raise ShardsError(f"{shards_dir}: shards have schema version {manifest.get('schema_version')}, this code "
-                          f"reads version {schema.SHARD_SCHEMA_VERSION}: rebuild them with beam_pipelines.build_shards")
-    if manifest.get("complete") is not True:
-        raise ShardsError(f"{shards_dir}: the run that wrote these shards did not finish")
-    return manifest
+    return schema.Manifest.read(shards_dir).to_dict()
 
 
 def _raw_tfrecords(path: str) -> str | None:
