@@ -177,7 +177,7 @@ def reason_counts(reasons: np.ndarray) -> dict:
 def rejection(file_name: str, position: int, video_id: bytes | None, reason: str, detail: str | None = None) -> dict:
     entry = {"file": file_name, "position": int(position), "reason": reason}
     if video_id:
-        entry["video_id"] = video_id.decode(errors="backslashreplace")  # a bad_video_id stays identifiable
+        entry[schema.VIDEO_ID_KEY] = video_id.decode(errors="backslashreplace")  # a bad_video_id stays identifiable
     if detail:
         entry["detail"] = detail
     return entry
@@ -189,7 +189,8 @@ def rejections(part: dict, rows: np.ndarray, reasons, files: list[str]) -> list[
     entries = []
     for row, reason in zip(np.flatnonzero(rows) if rows.dtype == bool else rows, reasons):
         name = reason if isinstance(reason, str) else schema.REASON_CODES[int(reason)]
-        entries.append(rejection(files[int(part["file"][row])], part["position"][row], part["video_id"][row], name))
+        entries.append(rejection(files[int(part["file"][row])], part["position"][row],
+                                 part[schema.VIDEO_ID_KEY][row], name))
     return entries
 
 

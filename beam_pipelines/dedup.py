@@ -10,9 +10,10 @@ import apache_beam as beam
 import numpy as np
 
 from beam_pipelines import clips, shuffle
+from tfdata import schema
 
 
-DEDUP_COLUMNS = ("uid", "file", "position", "video_id", "start_time_seconds", "labels", "holdout")
+DEDUP_COLUMNS = ("uid", "file", "position", schema.VIDEO_ID_KEY, schema.START_TIME_KEY, schema.LABELS_KEY, "holdout")
 
 
 def find_duplicates(part: dict, conflicts: bool = False):
@@ -32,7 +33,7 @@ def find_duplicates(part: dict, conflicts: bool = False):
     same = np.flatnonzero(uid[1:] == uid[:-1])  # order[same[j] + 1] shares its uid with the row before
     if len(same) == 0:
         return result
-    starts, labels = part["start_time_seconds"], part.get("labels")
+    starts, labels = part[schema.START_TIME_KEY], part.get(schema.LABELS_KEY)
     run_starts = same[np.r_[True, same[1:] != same[:-1] + 1]]
     for begin in run_starts.tolist():
         end = begin + 1
@@ -40,7 +41,7 @@ def find_duplicates(part: dict, conflicts: bool = False):
             end += 1
         kept = {}
         for row in order[begin:end].tolist():
-            key = clips.clip_key(part["video_id"][row], float(starts[row]))
+            key = clips.clip_key(part[schema.VIDEO_ID_KEY][row], float(starts[row]))
             if key in kept:
                 duplicate[row] = True
                 conflicting[row] = labels is not None and not np.array_equal(labels[row], labels[kept[key]])
@@ -56,8 +57,8 @@ def kept_stats(part: dict, duplicate: np.ndarray, conflicting: np.ndarray | None
     holdout = part["holdout"] & kept
     main = ~part["holdout"] & kept
     stats = clips.empty_stats()
-    stats["main"] = clips.unpack_labels(part["labels"][main]).sum(axis=0, dtype=np.int64)
-    stats["holdout"] = clips.unpack_labels(part["labels"][holdout]).sum(axis=0, dtype=np.int64)
+    stats["main"] = clips.unpack_labels(part[schema.LABELS_KEY][main]).sum(axis=0, dtype=np.int64)
+    stats["holdout"] = clips.unpack_labels(part[schema.LABELS_KEY][holdout]).sum(axis=0, dtype=np.int64)
     stats["main_clips"], stats["holdout_clips"] = int(main.sum()), int(holdout.sum())
     if duplicate.any():
         conflicting = np.zeros_like(duplicate) if conflicting is None else conflicting

@@ -15,7 +15,7 @@ from beam_pipelines import clips, shuffle
 from tfdata import schema
 
 
-BALANCED_COLUMNS = ("uid", "file", "position", "embedding", "num_frames", "labels")
+BALANCED_COLUMNS = ("uid", "file", "position", "embedding", "num_frames", schema.LABELS_KEY)
 
 
 def class_plan(num_clips: int, block_size: int, min_blocks: int, blocks_per_file: int) -> list[tuple[int, int]]:
@@ -68,14 +68,14 @@ def write_class_files(output_dir: str, class_index: int, part: dict, seed: int, 
             for block in range(first, end):
                 rows = sequence[block * block_size:(block + 1) * block_size]
                 writer.write(schema.encode_block(class_index, part["embedding"][rows], part["num_frames"][rows],
-                                                 clips.unpack_labels(part["labels"][rows])))
+                                                 clips.unpack_labels(part[schema.LABELS_KEY][rows])))
         written.append({"class": class_index, "file": name, "blocks": end - first})
     return written
 
 
 def _balanced_route(batch: dict):
     """Each training clip to each of its classes."""
-    labels = clips.unpack_labels(batch["labels"])  # [N, 527]
+    labels = clips.unpack_labels(batch[schema.LABELS_KEY])  # [N, 527]
     labels[batch["holdout"]] = 0
     rows, classes = np.nonzero(labels)
     return {key: batch[key] for key in BALANCED_COLUMNS}, rows, classes

@@ -57,7 +57,8 @@ def read_tfrecord_file(path: str):
             return
         except tf.errors.OpError:  # DataLossError: bad CRC, truncated record; or a file that is not framed
             pass
-    size = None if path.endswith(".gz") else filesystems.FileSystems.match([literal_pattern(path)])[0].metadata_list[0].size_in_bytes
+    size = None if path.endswith(".gz") else (
+        filesystems.FileSystems.match([literal_pattern(path)])[0].metadata_list[0].size_in_bytes)
     with filesystems.FileSystems.open(path) as f:
         for at, record, problem in iter_tfrecord_frames(f, size=size):
             if at >= position:
@@ -136,15 +137,15 @@ def parse_batch(records: list[bytes], file: np.ndarray, position: np.ndarray) ->
     batch = {
         "file": np.asarray(file, np.int32),
         "position": np.asarray(position, np.int64),
-        "video_id": parsed["video_id"],
-        "start_time_seconds": parsed["start_time_seconds"].astype(np.float32),
+        schema.VIDEO_ID_KEY: parsed[schema.VIDEO_ID_KEY],
+        schema.START_TIME_KEY: parsed[schema.START_TIME_KEY].astype(np.float32),
         "embedding": parsed["embedding"],
         "num_frames": parsed["num_frames"].astype(np.uint8),
-        "labels": np.packbits(parsed["labels"].astype(bool), axis=1),
+        schema.LABELS_KEY: np.packbits(parsed[schema.LABELS_KEY].astype(bool), axis=1),
         "reason": parsed["reason"].astype(np.int32),
         "record": clips.object_array(records),
     }
-    batch["uid"], batch["video_hash"] = clips.hashes(batch["video_id"], batch["start_time_seconds"])
+    batch["uid"], batch["video_hash"] = clips.hashes(batch[schema.VIDEO_ID_KEY], batch[schema.START_TIME_KEY])
     return batch
 
 
@@ -180,14 +181,14 @@ def hdf5_batch(x: np.ndarray, y: np.ndarray, video_ids: np.ndarray, num_frames: 
     batch = {
         "file": np.full(n, file, np.int32),
         "position": np.arange(begin, begin + n, dtype=np.int64),
-        "video_id": video_ids,
-        "start_time_seconds": starts,
+        schema.VIDEO_ID_KEY: video_ids,
+        schema.START_TIME_KEY: starts,
         "embedding": embedding.astype(np.uint8),
         "num_frames": kept_frames.astype(np.uint8),
-        "labels": np.packbits(labels, axis=1),
+        schema.LABELS_KEY: np.packbits(labels, axis=1),
         "reason": reason,
     }
-    batch["uid"], batch["video_hash"] = clips.hashes(batch["video_id"], batch["start_time_seconds"])
+    batch["uid"], batch["video_hash"] = clips.hashes(batch[schema.VIDEO_ID_KEY], batch[schema.START_TIME_KEY])
     return batch
 
 

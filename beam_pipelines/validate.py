@@ -34,7 +34,7 @@ def limit_labels(batch: dict, max_labels: int) -> np.ndarray:
     one the reader marked too_many_labels (schema.MAX_LABELS, checked last) with at most max_labels is valid."""
     if max_labels == schema.MAX_LABELS:
         return batch["reason"]
-    count = clips.unpack_labels(batch["labels"]).sum(axis=1)
+    count = clips.unpack_labels(batch[schema.LABELS_KEY]).sum(axis=1)
     code = schema.REASON_CODES.index("too_many_labels")
     reason = batch["reason"].copy()
     reason[(reason == clips.OK) & (count > max_labels)] = code

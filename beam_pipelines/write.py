@@ -17,7 +17,7 @@ from beam_pipelines import clips, literal_pattern, shuffle
 from tfdata import schema
 
 
-PLAIN_COLUMNS = ("video_id", "start_time_seconds", "file", "position", "record")
+PLAIN_COLUMNS = (schema.VIDEO_ID_KEY, schema.START_TIME_KEY, "file", "position", "record")
 
 
 def plain_file_name(split: str, shard: int, num_shards: int) -> str:
@@ -28,9 +28,9 @@ def write_plain_file(output_dir: str, name: str, part: dict) -> int:
     """Records of one plain shard, sorted by (video_id, start time; then file, position)."""
     import tensorflow as tf
 
-    starts = part["start_time_seconds"].tolist()
+    starts = part[schema.START_TIME_KEY].tolist()
     order = sorted(range(clips.num_rows(part)), key=lambda i: (
-        part["video_id"][i], math.isnan(starts[i]), 0.0 if math.isnan(starts[i]) else starts[i],
+        part[schema.VIDEO_ID_KEY][i], math.isnan(starts[i]), 0.0 if math.isnan(starts[i]) else starts[i],
         int(part["file"][i]), int(part["position"][i])))
     tf.io.gfile.makedirs(os.path.dirname(os.path.join(output_dir, name)))
     with tf.io.TFRecordWriter(os.path.join(output_dir, name)) as writer:
@@ -41,9 +41,9 @@ def write_plain_file(output_dir: str, name: str, part: dict) -> int:
 
 def canonical_records(part: dict) -> np.ndarray:
     """Serialized SequenceExamples in the released format for rows that have no original record."""
-    labels = np.unpackbits(part["labels"], axis=1)[:, :schema.NUM_CLASSES]
+    labels = np.unpackbits(part[schema.LABELS_KEY], axis=1)[:, :schema.NUM_CLASSES]
     return clips.object_array([
-        schema.encode_sequence_example(part["video_id"][i], float(part["start_time_seconds"][i]),
+        schema.encode_sequence_example(part[schema.VIDEO_ID_KEY][i], float(part[schema.START_TIME_KEY][i]),
                                        int(part["num_frames"][i]), np.flatnonzero(labels[i]).tolist(),
                                        part["embedding"][i])
         for i in range(len(labels))])

@@ -123,7 +123,8 @@ class ServingModule(_Labelled):
 def _check_frames(num_frames: tf.Tensor, signature: str) -> tf.Operation:
     """An InvalidArgumentError naming the first clip of 0 frames (its score would be NaN)."""
     first = tf.cast(tf.argmin(tf.concat([num_frames, [1]], 0)), tf.int32)
-    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(schema.failed("no_frames", {"total_frames": num_frames}))), [
+    empty = schema.failed("no_frames", {"total_frames": num_frames})  # [B]
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(empty)), [
         f"{signature}: every clip needs at least one frame; clip", first, "has 0 frames"])
 
 

@@ -71,7 +71,8 @@ def _framed(records):
     buffer = io.BytesIO()
     for r in records:
         length = struct.pack("<Q", len(r))
-        buffer.write(length + struct.pack("<I", read.masked_crc32c(length)) + r + struct.pack("<I", read.masked_crc32c(r)))
+        crc = read.masked_crc32c
+        buffer.write(length + struct.pack("<I", crc(length)) + r + struct.pack("<I", crc(r)))
     return buffer.getvalue()
 
 

@@ -115,10 +115,10 @@ def _mixup(batch: dict, seed: tf.Tensor, alpha: float) -> dict:
     weight = tf.where(frame < tf.cast(batch["num_frames"], tf.int32)[:, None], weight, 0.0)[:, :, None]  # [B, 10, 1]
     embedding = (weight * tf.cast(batch["embedding"], tf.float32)
                  + (1 - weight) * tf.cast(other["embedding"], tf.float32))  # [B, 10, 128]
-    labels = (lam[:, None] * tf.cast(batch["labels"], tf.float32)
-              + (1 - lam[:, None]) * tf.cast(other["labels"], tf.float32))  # [B, 527]
+    labels = (lam[:, None] * tf.cast(batch[schema.LABELS_KEY], tf.float32)
+              + (1 - lam[:, None]) * tf.cast(other[schema.LABELS_KEY], tf.float32))  # [B, 527]
     return {"embedding": tf.cast(tf.round(embedding), tf.uint8),
-            "num_frames": tf.maximum(batch["num_frames"], other["num_frames"]), "labels": labels}
+            "num_frames": tf.maximum(batch["num_frames"], other["num_frames"]), schema.LABELS_KEY: labels}
 
 
 def _shuffled(values: tf.Tensor, seed: tf.Tensor, unseeded: bool) -> tf.Tensor:
@@ -136,12 +136,12 @@ def _interleave_classes(serialized: tf.Tensor, seed: tf.Tensor, k: int, num_clas
     return {
         "embedding": tf.gather(tf.reshape(blocks["embedding"], [-1, schema.NUM_FRAMES, schema.EMBEDDING_DIM]), flat),
         "num_frames": tf.gather(tf.reshape(blocks["num_frames"], [-1]), flat),
-        "labels": tf.gather(tf.reshape(blocks["labels"], [-1, schema.NUM_CLASSES]), flat),
+        schema.LABELS_KEY: tf.gather(tf.reshape(blocks[schema.LABELS_KEY], [-1, schema.NUM_CLASSES]), flat),
     }  # each [K*C, ...]
 
 
 def _to_features(batch: dict) -> tuple[dict, tf.Tensor]:
-    return {"embedding": batch["embedding"], "num_frames": batch["num_frames"]}, batch["labels"]
+    return {"embedding": batch["embedding"], "num_frames": batch["num_frames"]}, batch[schema.LABELS_KEY]
 
 
 def distributed_train_dataset(strategy: tf.distribute.Strategy, shards_dir: str, global_batch_size: int,
@@ -209,8 +209,8 @@ def eval_dataset(path: str, batch_size: int, split: str | None = None,
         skipped.add(clips["reason"])
         valid = tf.equal(clips["reason"], 0)
         kept = {key: tf.boolean_mask(value, valid) for key, value in clips.items()}
-        features = {key: kept[key] for key in ("embedding", "num_frames", "video_id", "start_time_seconds")}
-        return features, kept["labels"]
+        features = {key: kept[key] for key in ("embedding", "num_frames", schema.VIDEO_ID_KEY, schema.START_TIME_KEY)}
+        return features, kept[schema.LABELS_KEY]
 
     records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     return (records.batch(batch_size)

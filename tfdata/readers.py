@@ -43,9 +43,10 @@ def check_tfrecord_files(files: list[str]) -> None:
                              "damaged: re-download or rebuild it")
 
 
-_CLIP_DTYPES = {"embedding": tf.uint8, "num_frames": tf.int32, "labels": tf.uint8, "video_id": tf.string,
-                "start_time_seconds": tf.float32, "reason": tf.int32}
-_CLIP_SHAPES = {"embedding": [None, schema.NUM_FRAMES, schema.EMBEDDING_DIM], "labels": [None, schema.NUM_CLASSES]}
+_CLIP_DTYPES = {"embedding": tf.uint8, "num_frames": tf.int32, schema.LABELS_KEY: tf.uint8,
+                schema.VIDEO_ID_KEY: tf.string, schema.START_TIME_KEY: tf.float32, "reason": tf.int32}
+_CLIP_SHAPES = {"embedding": [None, schema.NUM_FRAMES, schema.EMBEDDING_DIM],
+                schema.LABELS_KEY: [None, schema.NUM_CLASSES]}
 
 
 def parse_tolerant(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -93,9 +94,9 @@ def read_hdf5(path: str, batch_size: int = 1024) -> tf.data.Dataset:
     clips; a real all-zero frame has probability ~0) and start_time_seconds is NaN.
     """
     optional = [name for name in (schema.H5_NUM_FRAMES, schema.H5_START_TIME) if name in hdf5_datasets(path)]
-    columns = {"embedding": schema.H5_EMBEDDING, "labels": schema.H5_LABELS, "video_id": schema.H5_VIDEO_ID,
-               **{name: name for name in optional}}
-    dtypes = {"embedding": np.uint8, "labels": np.bool_, "video_id": object,
+    columns = {"embedding": schema.H5_EMBEDDING, schema.LABELS_KEY: schema.H5_LABELS,
+               schema.VIDEO_ID_KEY: schema.H5_VIDEO_ID, **{name: name for name in optional}}
+    dtypes = {"embedding": np.uint8, schema.LABELS_KEY: np.bool_, schema.VIDEO_ID_KEY: object,
               schema.H5_NUM_FRAMES: np.int32, schema.H5_START_TIME: np.float32}
 
     def batches():
@@ -106,9 +107,8 @@ def read_hdf5(path: str, batch_size: int = 1024) -> tf.data.Dataset:
             for begin in range(0, rows, batch_size):
                 yield {key: h5[name][begin:begin + batch_size].astype(dtypes[key]) for key, name in columns.items()}
 
-    shapes = {"embedding": [None, schema.NUM_FRAMES, schema.EMBEDDING_DIM], "labels": [None, schema.NUM_CLASSES]}
-    signature = {key: tf.TensorSpec(shapes.get(key, [None]), tf.as_dtype(np.dtype(dtypes[key])) if key != "video_id"
-                                    else tf.string) for key in columns}
+    signature = {key: tf.TensorSpec(_CLIP_SHAPES.get(key, [None]), tf.string if key == schema.VIDEO_ID_KEY
+                                    else tf.as_dtype(np.dtype(dtypes[key]))) for key in columns}
     return (tf.data.Dataset.from_generator(batches, output_signature=signature)
             .map(_finish_hdf5_batch, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
@@ -124,16 +124,16 @@ def _finish_hdf5_batch(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         num_frames = tf.reduce_max(positions, axis=1)  # [B]
     n = tf.shape(embedding)[0]
     start = columns.get(schema.H5_START_TIME, tf.fill([n], float("nan")))
-    facts = {"video_id_length": tf.strings.length(columns["video_id"]),  # the checks this layout allows
-             "num_label_ids": tf.reduce_sum(tf.cast(columns["labels"], tf.int32), axis=1),
+    facts = {"video_id_length": tf.strings.length(columns[schema.VIDEO_ID_KEY]),  # the checks this layout allows
+             "num_label_ids": tf.reduce_sum(tf.cast(columns[schema.LABELS_KEY], tf.int32), axis=1),
              "total_frames": num_frames}
     reason = schema.reason_codes(facts, tf.where)
     return {
         "embedding": embedding,
         "num_frames": num_frames,
-        "labels": tf.cast(columns["labels"], tf.uint8),
-        "video_id": columns["video_id"],
-        "start_time_seconds": start,
+        schema.LABELS_KEY: tf.cast(columns[schema.LABELS_KEY], tf.uint8),
+        schema.VIDEO_ID_KEY: columns[schema.VIDEO_ID_KEY],
+        schema.START_TIME_KEY: start,
         "reason": reason,
     }
 

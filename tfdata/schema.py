@@ -156,8 +156,8 @@ def read_class_labels(path: str) -> ClassLabels:
         raise ValueError(f"{path}: {len(rows)} classes, expected {NUM_CLASSES}")
     for i, row in enumerate(rows):
         if (row["index"] or "").strip() != str(i):
-            raise ValueError(f"{path}: row {i + 2} has index {row['index']!r}, expected {i} (indices 0..{NUM_CLASSES - 1} "
-                             "in order, each once)")
+            raise ValueError(f"{path}: row {i + 2} has index {row['index']!r}, expected {i} "
+                             f"(indices 0..{NUM_CLASSES - 1} in order, each once)")
         if not row["mid"] or None in row:
             raise ValueError(f"{path}: row {i + 2} has no mid or more than 3 columns")
     mids = [r["mid"] for r in rows]
@@ -298,9 +298,9 @@ def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return {
         "embedding": embedding,
         "num_frames": tf.minimum(total_frames, NUM_FRAMES),
-        "labels": labels,
-        "video_id": video_id,
-        "start_time_seconds": start,
+        LABELS_KEY: labels,
+        VIDEO_ID_KEY: video_id,
+        START_TIME_KEY: start,
         "reason": reason,
     }
 
@@ -334,9 +334,9 @@ def _unparseable() -> dict[str, np.ndarray]:
     return {
         "embedding": np.zeros([1, NUM_FRAMES, EMBEDDING_DIM], np.uint8),
         "num_frames": np.zeros([1], np.int32),
-        "labels": np.zeros([1, NUM_CLASSES], np.uint8),
-        "video_id": np.array([b""], object),
-        "start_time_seconds": np.array([np.nan], np.float32),
+        LABELS_KEY: np.zeros([1, NUM_CLASSES], np.uint8),
+        VIDEO_ID_KEY: np.array([b""], object),
+        START_TIME_KEY: np.array([np.nan], np.float32),
         "reason": np.array([REASON_CODES.index("not_a_sequence_example")], np.int32),
     }
 
@@ -552,7 +552,7 @@ def decode_blocks(serialized: tf.Tensor, block_size: int) -> dict[str, tf.Tensor
         "class_index": tf.cast(class_index, tf.int64),
         "embedding": embedding,  # [N, K, 10, 128]
         "num_frames": tf.cast(num_frames, tf.int32),
-        "labels": labels,
+        LABELS_KEY: labels,
     }
 
 
