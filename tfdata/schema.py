@@ -34,7 +34,6 @@ START_TIME_KEY = "start_time_seconds"
 END_TIME_KEY = "end_time_seconds"
 LABELS_KEY = "labels"
 EMBEDDING_KEY = "audio_embedding"
-CONTEXT_KEYS = (VIDEO_ID_KEY, START_TIME_KEY, END_TIME_KEY, LABELS_KEY)
 
 # --- Sizes. ---
 NUM_CLASSES = 527
@@ -189,7 +188,7 @@ REJECT_REASONS = (
 )
 # A clip with more distinct labels than this is rejected (the released data has at most 12 per clip).
 MAX_LABELS = 32
-# Codes returned by the vectorized validator, in order of precedence.
+# The readers' `reason` column: an index into this tuple (0 = ok; the precedence is REJECT_CHECKS').
 REASON_CODES = (OK,) + REJECT_REASONS
 
 
@@ -201,8 +200,8 @@ class RejectCheck(typing.NamedTuple):
 
 
 # The checks on a parsed clip, in order of precedence: a clip gets the reason of the first that fails.
-# A reader passes the facts its format has (clip_facts for SequenceExamples; the HDF5 readers fewer);
-# a check whose fact is not given does not apply. The other reasons are found outside a parsed clip
+# A reader passes the facts (bool or int [B] columns) its format has: parse_sequence_examples all of
+# them, the HDF5 readers fewer; a check whose fact is not given does not apply. The other reasons are found outside a parsed clip
 # (the parse itself, the Beam job's files and deduplication).
 REJECT_CHECKS = (
     RejectCheck("missing_video_id", "video_id_length", lambda n: n == 0),
