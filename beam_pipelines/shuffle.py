@@ -101,7 +101,7 @@ class BufferedParts(beam.DoFn):
 
     def finish_bundle(self):
         for keyed in self._flush():
-            yield GlobalWindows.windowed_value(keyed)
+            yield GlobalWindows.windowed_value_at_end_of_window(keyed)  # as before: end of the global window
 
     def _flush(self):
         if not self._columns:
