@@ -25,3 +25,8 @@ def absolute_paths(paths: str | None) -> str | None:
     if not paths:
         return paths
     return ",".join(p.strip() if "://" in p else os.path.abspath(p.strip()) for p in paths.split(","))
+
+
+def literal_pattern(path: str) -> str:
+    """A path as a FileSystems.match pattern that matches only itself (glob characters escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)

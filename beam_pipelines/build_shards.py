@@ -55,16 +55,16 @@ import sys
 import time
 import uuid
 
-from beam_pipelines import UsageError, absolute_paths
+from beam_pipelines import UsageError, absolute_paths, literal_pattern
 from tfdata import schema
 
-# Beam, TensorFlow and the transforms are imported where they are used: --help does not wait for them.
+# Beam, TensorFlow and the stages are imported where they are used: --help does not wait for them.
 
 # Chosen by measurement on 2 cores (BUILD.md, "Beam runner modes"); only used when the pipeline
 # options name no runner (or the DirectRunner) and no running mode.
 DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
 LOCK_FILE = ".build_shards.lock"
-OUTPUT_ENTRIES = ("manifest.json", "train", "eval", "holdout", "rejected", "_tmp", LOCK_FILE)
+OUTPUT_ENTRIES = (schema.MANIFEST_FILE, "train", "eval", "holdout", "rejected", "_tmp", LOCK_FILE)
 SPILL_DIR = "_tmp"  # OUT/_tmp: shuffled clip parts, deleted before the manifest is written
 
 
@@ -158,10 +158,9 @@ def input_files(pattern: str, output_dir: str | None = None) -> tuple[list[str],
     Fails fast when nothing matches or when the pattern matches output_dir or files in it."""
     from apache_beam.io import filesystems
 
-    from beam_pipelines import core
-    from tfdata import readers
+    from beam_pipelines import clips
 
-    matched = readers.list_files(pattern)  # FileNotFoundError naming the pattern
+    matched = schema.list_files(pattern)  # FileNotFoundError naming the pattern
     if output_dir:
         out = output_dir.rstrip("/")
         local_out = os.path.realpath(out) if "://" not in out else None
@@ -172,9 +171,9 @@ def input_files(pattern: str, output_dir: str | None = None) -> tuple[list[str],
                              "narrow the glob or choose an --output_dir outside it (nothing was deleted)")
     unreadable, files = [], []
     for f in matched:
-        problem = readers.file_problem(f)
+        problem = schema.file_problem(f)
         if problem:
-            unreadable.append(core.rejection(f, 0, None, "unreadable_file", problem))
+            unreadable.append(clips.rejection(f, 0, None, "unreadable_file", problem))
         else:
             files.append(f)
     hdf5 = [f.endswith((".h5", ".hdf5")) for f in files]
@@ -194,9 +193,7 @@ def _existing_outputs(out: str) -> list[str]:
     if "://" in out:
         from apache_beam.io import filesystems
 
-        from beam_pipelines import core
-
-        return [m.path for m in filesystems.FileSystems.match([core._literal(out) + "/**"])[0].metadata_list]
+        return [m.path for m in filesystems.FileSystems.match([literal_pattern(out) + "/**"])[0].metadata_list]
     found = []
     for root, dirs, names in os.walk(out):
         found += [os.path.join(root, n) for n in names if not (root == out and n == LOCK_FILE)]
@@ -205,12 +202,12 @@ def _existing_outputs(out: str) -> list[str]:
 
 def _ours(entry: str) -> bool:
     """Whether a top-level name in OUT is one this job writes (with the temporaries of a killed run)."""
-    return entry in OUTPUT_ENTRIES or entry.startswith(("manifest.json.tmp-", LOCK_FILE + "."))
+    return entry in OUTPUT_ENTRIES or entry.startswith((schema.MANIFEST_FILE + ".tmp-", LOCK_FILE + "."))
 
 
 def prepare_output(config: BuildConfig, files: list[str]) -> None:
     """Refuses a non-empty OUT (or deletes an earlier output with --overwrite); creates the split dirs."""
-    from beam_pipelines import core
+    from beam_pipelines import write
 
     out = config.out
     if any(os.path.abspath(f).startswith(os.path.abspath(out) + os.sep) for f in files if "://" not in f) or any(
@@ -224,7 +221,7 @@ def prepare_output(config: BuildConfig, files: list[str]) -> None:
         if foreign:
             raise UsageError(f"--overwrite refused: {out} holds files this job did not write, e.g. {foreign[0]}")
         if "://" in out:
-            core.delete_tree(out)
+            write.delete_tree(out)
         else:  # everything but the lock this run holds
             for name in os.listdir(out):
                 path = os.path.join(out, name)
@@ -312,50 +309,48 @@ def build_pipeline(pipeline, config: BuildConfig, files: list[str], sizes: list[
     """The job's graph: Read -> Parse -> Validate -> Deduplicate / Write* -> Summarize -> WriteManifest."""
     import apache_beam as beam
 
-    from beam_pipelines import transforms
+    from beam_pipelines import dedup, layout, manifest, read, validate, write
 
     out = config.out
     not_files = pipeline | "UnreadableFiles" >> beam.Create(list(unreadable_files))
     if hdf5:
-        clips = pipeline | "ReadHdf5" >> transforms.ReadHdf5(files, config.records_per_batch)
+        batches = pipeline | "ReadHdf5" >> read.ReadHdf5(files, config.records_per_batch)
         unreadable = not_files
     else:
-        read = pipeline | "ReadTFRecords" >> transforms.ReadTFRecords(files, sizes, config.records_per_batch)
-        clips = read["batches"] | "Parse" >> transforms.ParseRecords()
-        unreadable = (read["unreadable"], not_files) | "AllUnreadable" >> beam.Flatten()
-    checked = clips | "Validate" >> transforms.Validate(files, config.holdout_fraction, config.max_labels)
+        records = pipeline | "ReadTFRecords" >> read.ReadTFRecords(files, sizes, config.records_per_batch)
+        batches = records["batches"] | "Parse" >> read.ParseRecords()
+        unreadable = (records["unreadable"], not_files) | "AllUnreadable" >> beam.Flatten()
+    checked = batches | "Validate" >> validate.Validate(files, config.holdout_fraction, config.max_labels)
     spill, buffer = config.spill_dir, config.buffer_mb << 20
-    dedup = checked["valid"] | "Deduplicate" >> transforms.FindDuplicates(files, config.dedup_buckets, spill, buffer)
-    to_write = (checked["valid"], dedup["duplicates"])
+    found = checked["valid"] | "Deduplicate" >> dedup.FindDuplicates(files, config.dedup_buckets, spill, buffer)
+    to_write = (checked["valid"], found["duplicates"])
     if config.layout == "balanced":
-        main_files = to_write | "WriteTrain" >> transforms.WriteBalancedShards(
+        main_files = to_write | "WriteTrain" >> layout.WriteBalancedShards(
             out, config.seed, config.block_size, config.min_blocks_per_class, config.blocks_per_file, spill, buffer)
     else:
-        main_files = to_write | "WriteEval" >> transforms.WritePlainShards(
+        main_files = to_write | "WriteEval" >> write.WritePlainShards(
             out, "eval", config.num_plain_shards, holdout=False, spill_dir=spill, buffer_bytes=buffer)
     if config.holdout_fraction > 0:
-        holdout_files = to_write | "WriteHoldout" >> transforms.WritePlainShards(
+        holdout_files = to_write | "WriteHoldout" >> write.WritePlainShards(
             out, "holdout", config.num_plain_shards, holdout=True, spill_dir=spill, buffer_bytes=buffer)
     else:
         holdout_files = pipeline | "NoHoldout" >> beam.Create([])
     unreadable_lists = unreadable | "UnreadableAsLists" >> beam.Map(lambda entry: [entry])
     unreadable_stats = unreadable | "UnreadableStats" >> beam.Map(_unreadable_stats)
-    rejected_file = ((unreadable_lists, checked["rejected"], dedup["rejected"])
+    rejected_file = ((unreadable_lists, checked["rejected"], found["rejected"])
                      | "AllRejected" >> beam.Flatten()
-                     | "WriteRejected" >> transforms.WriteRejected(out))
-    stats = ((unreadable_stats, checked["stats"], dedup["stats"])
+                     | "WriteRejected" >> write.WriteRejected(out))
+    stats = ((unreadable_stats, checked["stats"], found["stats"])
              | "AllStats" >> beam.Flatten()
-             | "Summarize" >> transforms.Summarize())
-    _ = (stats, main_files, holdout_files, rejected_file) | "WriteManifest" >> transforms.WriteManifest(
+             | "Summarize" >> manifest.Summarize())
+    _ = (stats, main_files, holdout_files, rejected_file) | "WriteManifest" >> manifest.WriteManifest(
         out, args, config.main_split, config.layout, config.block_size, config.holdout_fraction > 0, spill)
 
 
 def _unreadable_stats(entry: dict) -> dict:
-    from beam_pipelines import core
+    from beam_pipelines import clips
 
-    from beam_pipelines import core
-
-    stats = core.empty_stats()
+    stats = clips.empty_stats()
     stats["input_records"], stats["rejected_reasons"] = 1, {entry["reason"]: 1}
     return stats
 
@@ -368,7 +363,7 @@ def run(argv: list[str] | None = None) -> dict:
     import apache_beam as beam
     from apache_beam.io import filesystems
 
-    from beam_pipelines import transforms
+    from beam_pipelines import read
 
     out = config.out
     if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
@@ -378,7 +373,7 @@ def run(argv: list[str] | None = None) -> dict:
     try:
         files, sizes, hdf5, unreadable = input_files(config.input, config.out)
         if hdf5:
-            transforms.hdf5_row_ranges(files, config.records_per_batch)  # checks every layout before writing
+            read.hdf5_row_ranges(files, config.records_per_batch)  # checks every layout before writing
     except (FileNotFoundError, ValueError, OSError) as e:  # no match; an HDF5 file of another layout
         raise UsageError(str(e)) from e
     created = "://" not in config.out and not os.path.lexists(config.out)
@@ -401,7 +396,7 @@ def run(argv: list[str] | None = None) -> dict:
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, config, files, sizes, hdf5, json.loads(json.dumps(args, default=str)),
                            unreadable)
-        with filesystems.FileSystems.open(f"{config.out}/manifest.json") as f:
+        with filesystems.FileSystems.open(f"{config.out}/{schema.MANIFEST_FILE}") as f:
             return json.loads(f.read())
     finally:
         _release(lock, None)
@@ -434,9 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = run(argv)
     except UsageError as e:
-        from tfdata import readers
-
-        print(f"error: {readers.error_message(e)}", file=sys.stderr)
+        print(f"error: {schema.error_message(e)}", file=sys.stderr)
         return 2
     print(summary(manifest))
     return 0

@@ -75,7 +75,7 @@ _HELP = {
     "vggish_checkpoint": "Google's vggish_model.ckpt",
     "pca_params": "Google's vggish_pca_params.npz",
     "labels": "optional AudioSet segments CSV: file name (YTID), start, end, labels",
-    "class_labels": "class_labels_indices.csv, to read mids or display names in --labels",
+    "class_labels": f"{schema.CLASS_LABELS_FILE}, to read mids or display names in --labels",
     "num_shards": "output TFRecord files",
     "overwrite": "delete an earlier output of this job first",
 }
@@ -167,7 +167,7 @@ def segments(codes: np.ndarray, video_id: str) -> list[dict]:
     for first in range(0, len(codes), SEGMENT_EXAMPLES):
         part = codes[first:first + SEGMENT_EXAMPLES]  # [<=10, 128]
         start = round(first * hop, 6)
-        out.append({"video_id": video_id, "start": start, "end": round(start + len(part) * hop, 6),
+        out.append({schema.VIDEO_ID_KEY: video_id, "start": start, "end": round(start + len(part) * hop, 6),
                     "embedding": part})
     return out
 
@@ -229,14 +229,15 @@ class EncodeSegments(beam.PTransform):
         labels, num_shards = self._labels, self._num_shards
 
         def encode(segment):
-            ids = segment_labels(labels.get(segment["video_id"], []), segment["start"], segment["end"])
+            ids = segment_labels(labels.get(segment[schema.VIDEO_ID_KEY], []), segment["start"], segment["end"])
             _counter("segments").inc()
             if not ids:
                 _counter("unlabelled_segments").inc()
             record = schema.encode_sequence_example(
-                segment["video_id"].encode(), segment["start"], len(segment["embedding"]), ids,
+                segment[schema.VIDEO_ID_KEY].encode(), segment["start"], len(segment["embedding"]), ids,
                 segment["embedding"], end_time_seconds=segment["end"])
-            return shard_of(segment["video_id"], num_shards), (segment["video_id"], segment["start"], record, bool(ids))
+            video_id = segment[schema.VIDEO_ID_KEY]
+            return shard_of(video_id, num_shards), (video_id, segment["start"], record, bool(ids))
 
         return segments_ | "Encode" >> beam.Map(encode)
 
@@ -364,11 +365,10 @@ def run(argv: list[str] | None = None) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from models import vggish
-    from tfdata import readers
 
     config, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        files = readers.list_files(config.input)
+        files = schema.list_files(config.input)
         vggish.read_pca_params(config.pca_params)
         vggish.read_checkpoint_shapes(config.vggish_checkpoint)
         labels = read_labels(config.labels, config.class_labels) if config.labels else None

@@ -57,7 +57,7 @@ import tf_keras as keras  # noqa: E402
 from models.config import EXPORT_METADATA_FILE  # noqa: E402
 from tfdata import fileio, schema  # noqa: E402
 
-CLASS_LABELS_ASSET = "class_labels_indices.csv"
+CLASS_LABELS_ASSET = schema.CLASS_LABELS_FILE
 METADATA_FILE = EXPORT_METADATA_FILE  # beside saved_model.pb: which weights, validation figures
 
 
@@ -104,13 +104,14 @@ class ServingModule(_Labelled):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples):
         _, sequence, lengths = tf.io.parse_sequence_example(
-            examples, sequence_features={schema.EMBEDDING_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+            examples, sequence_features=schema.sequence_features(padded=True))
         frames = sequence[schema.EMBEDDING_KEY]  # [B, T_max] strings, "" after each clip's end
         num_frames = tf.cast(lengths[schema.EMBEDDING_KEY], tf.int32)  # [B]
         real = tf.sequence_mask(num_frames, tf.shape(frames)[1])  # [B, T_max]
         wrong = real & tf.not_equal(tf.strings.length(frames), schema.EMBEDDING_DIM)  # [B, T_max]
-        first = tf.cast(tf.argmax(tf.concat([tf.cast(tf.reduce_any(wrong, axis=1), tf.int32), [0]], 0)), tf.int32)
-        length_ok = tf.debugging.Assert(tf.logical_not(tf.reduce_any(wrong)), [
+        bad = schema.failed("bad_frame_length", {"bad_frames": tf.reduce_any(wrong, axis=1)})  # [B]
+        first = tf.cast(tf.argmax(tf.concat([tf.cast(bad, tf.int32), [0]], 0)), tf.int32)
+        length_ok = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
             f"serve_examples: every {schema.EMBEDDING_KEY} frame must be {schema.EMBEDDING_DIM} bytes; example",
             first, "has a frame of", tf.strings.length(tf.boolean_mask(frames, wrong))[:1], "bytes"])
         with tf.control_dependencies([length_ok, _check_frames(num_frames, "serve_examples")]):
@@ -122,7 +123,8 @@ class ServingModule(_Labelled):
 def _check_frames(num_frames: tf.Tensor, signature: str) -> tf.Operation:
     """An InvalidArgumentError naming the first clip of 0 frames (its score would be NaN)."""
     first = tf.cast(tf.argmin(tf.concat([num_frames, [1]], 0)), tf.int32)
-    return tf.debugging.Assert(tf.reduce_all(num_frames > 0), [
+    empty = schema.failed("no_frames", {"total_frames": num_frames})  # [B]
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(empty)), [
         f"{signature}: every clip needs at least one frame; clip", first, "has 0 frames"])
 
 

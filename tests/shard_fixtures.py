@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -34,14 +33,11 @@ def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks
         class_files.append(names)
         blocks += n_blocks
     counts = clips["labels"].sum(axis=0).astype(int).tolist()
-    manifest = {
-        "schema_version": schema.SHARD_SCHEMA_VERSION, "complete": True, "args": {"fixture": True},
-        "input_records": len(clips["labels"]), "written_clips": len(clips["labels"]), "rejected": 0,
-        "rejected_reasons": {}, "class_counts": counts,
-        "splits": {"train": {"layout": "balanced", "clips": len(clips["labels"]), "class_counts": counts,
-                             "block_size": block_size, "blocks": blocks, "class_files": class_files,
-                             "files": [f for files in class_files for f in files]}},
-    }
-    with open(os.path.join(shards_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    return manifest
+    manifest = schema.Manifest(
+        args={"fixture": True}, input_records=len(clips["labels"]), written_clips=len(clips["labels"]), rejected=0,
+        rejected_reasons={}, class_counts=counts,
+        splits={"train": {"layout": "balanced", "clips": len(clips["labels"]), "class_counts": counts,
+                          "block_size": block_size, "blocks": blocks, "class_files": class_files,
+                          "files": [f for files in class_files for f in files]}})
+    manifest.write(shards_dir)
+    return manifest.to_dict()

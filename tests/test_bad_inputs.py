@@ -77,10 +77,10 @@ def _corpus(kind: str, prefix: str = "", marker: int | None = None) -> tuple[dic
         record = _sequence_example(video_id=f"{prefix}bef0000000".encode(), labels=(5, 6))
         return {"bad.tfrecord": around(record)}, 4, {"conflicting_duplicate": 1}
     if kind == "length_2_62":  # a header claiming 2**62 bytes with a valid header CRC, after 2 good records
-        from beam_pipelines import core
+        from beam_pipelines import read
 
         header = struct.pack("<Q", 2 ** 62)
-        tail = header + struct.pack("<I", core._masked_crc(header)) + b"\x00" * 64
+        tail = header + struct.pack("<I", read.masked_crc32c(header)) + b"\x00" * 64
         return {"bad.tfrecord": _framed(before)[0] + tail}, 2, {"unreadable_data": 1}
     if kind == "duplicate_in_file":
         return {"bad.tfrecord": around(before[0])}, 4, {"duplicate": 1}

@@ -1,5 +1,5 @@
-"""Each PTransform of beam_pipelines.transforms in a TestPipeline on beam.Create inputs, and the
-Beam-free functions of beam_pipelines.core they are built from."""
+"""Each PTransform of the shard-building stages (beam_pipelines.read, validate, dedup, layout, write,
+manifest) in a TestPipeline on beam.Create inputs, and the Beam-free functions they are built from."""
 
 import hashlib
 import io
@@ -13,7 +13,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as _TestPipeline  # not collected by pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import core, transforms
+from beam_pipelines import clips, dedup, layout, manifest, read, shuffle, validate, write
 from tests.test_readers import _sequence_example
 from tfdata import schema, synthetic
 
@@ -32,7 +32,7 @@ def _example(video_id: bytes, labels=(0,), start=0.0, frames=None):
 def _batch(records, file=0, positions=None, holdout=None):
     """A parsed clip batch of the given records, as Validate passes it on (with a holdout column)."""
     positions = np.arange(len(records)) if positions is None else np.asarray(positions)
-    batch = core.parse_batch(records, np.full(len(records), file), positions)
+    batch = read.parse_batch(records, np.full(len(records), file), positions)
     batch["holdout"] = np.zeros(len(records), bool) if holdout is None else np.asarray(holdout)
     return batch
 
@@ -58,12 +58,12 @@ def test_read_tfrecords_batches_records_across_files_with_their_positions(tmp_pa
         files.append(str(tmp_path / f"{name}.tfrecord"))
     expected = [(f, p, r) for f, name in enumerate(records) for p, r in enumerate(records[name])]
     with _TestPipeline() as p:
-        read = p | transforms.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=2, group_bytes=10)
-        rows = read["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist(), b["records"]))
+        out = p | read.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=2, group_bytes=10)
+        rows = out["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist(), b["records"]))
         assert_that(rows, equal_to(expected), label="AllRecords")
-        sizes = read["batches"] | beam.Map(lambda b: len(b["records"]))
+        sizes = out["batches"] | beam.Map(lambda b: len(b["records"]))
         assert_that(sizes, equal_to([2, 2, 1]), label="BatchesSpanFiles")  # one group: a0 a1 | c0 c1 | c2
-        assert_that(read["unreadable"], equal_to([]), label="NothingUnreadable")
+        assert_that(out["unreadable"], equal_to([]), label="NothingUnreadable")
 
 
 def _framed(records):
@@ -71,7 +71,8 @@ def _framed(records):
     buffer = io.BytesIO()
     for r in records:
         length = struct.pack("<Q", len(r))
-        buffer.write(length + struct.pack("<I", core._masked_crc(length)) + r + struct.pack("<I", core._masked_crc(r)))
+        crc = read.masked_crc32c
+        buffer.write(length + struct.pack("<I", crc(length)) + r + struct.pack("<I", crc(r)))
     return buffer.getvalue()
 
 
@@ -85,10 +86,10 @@ def test_read_tfrecords_rejects_corrupt_records_and_unreadable_rests(tmp_path):
     (tmp_path / "text.tfrecord").write_bytes(b"plain text, not a TFRecord file\n")
     files = [str(tmp_path / n) for n in ("crc.tfrecord", "cut.tfrecord", "text.tfrecord")]
     with _TestPipeline() as p:
-        read = p | transforms.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=10)
-        rows = read["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist()))
+        out = p | read.ReadTFRecords(files, sizes=[1, 1, 1], batch_size=10)
+        rows = out["batches"] | beam.FlatMap(lambda b: zip(b["file"].tolist(), b["position"].tolist()))
         assert_that(rows, equal_to([(0, 0), (0, 2), (0, 3), (1, 0), (1, 1)]), label="Readable")
-        entries = read["unreadable"] | beam.Map(lambda e: (e["file"].rsplit("/", 1)[-1], e["position"], e["reason"]))
+        entries = out["unreadable"] | beam.Map(lambda e: (e["file"].rsplit("/", 1)[-1], e["position"], e["reason"]))
         assert_that(entries, equal_to([("crc.tfrecord", 1, "unreadable_data"), ("cut.tfrecord", 2, "unreadable_data"),
                                        ("text.tfrecord", 0, "unreadable_data")]), label="Unreadable")
 
@@ -97,11 +98,11 @@ def test_parse_records_gives_clip_batches_with_reasons():
     raw = {"file": np.array([3, 3, 4]), "position": np.array([7, 8, 0]),
            "records": [_example(b"one", labels=(1, 526)), b"garbage", _example(b"two", labels=(527,))]}
     with _TestPipeline() as p:
-        batches = p | beam.Create([raw]) | transforms.ParseRecords()
+        batches = p | beam.Create([raw]) | read.ParseRecords()
         rows = batches | beam.FlatMap(lambda b: zip(
             b["file"].tolist(), b["position"].tolist(), list(b["video_id"]),
             [schema.REASON_CODES[r] for r in b["reason"]],
-            [np.flatnonzero(labels).tolist() for labels in core.unpack_labels(b["labels"])]))
+            [np.flatnonzero(labels).tolist() for labels in clips.unpack_labels(b["labels"])]))
         assert_that(rows, equal_to([(3, 7, b"one", "ok", [1, 526]), (3, 8, b"", "not_a_sequence_example", []),
                                     (4, 0, b"two", "label_out_of_range", [])]))
 
@@ -123,7 +124,7 @@ def test_read_hdf5_reads_row_ranges_and_validates_rows(tmp_path):
     expected += [(1, i, ids[i], {0: "no_frames", 1: "missing_labels", 2: "missing_video_id"}.get(i, "ok"),
                   0 if i == 0 else int(clips["num_frames"][i]), "nan") for i in range(10)]
     with _TestPipeline() as p:
-        batches = p | transforms.ReadHdf5(files, rows_per_range=4)
+        batches = p | read.ReadHdf5(files, rows_per_range=4)
         rows = batches | beam.FlatMap(lambda b: zip(
             b["file"].tolist(), b["position"].tolist(), list(b["video_id"]),
             [schema.REASON_CODES[r] for r in b["reason"]], b["num_frames"].tolist(),
@@ -137,7 +138,7 @@ def test_hdf5_batch_zeroes_frames_past_num_frames_and_rejects_too_many():
     x = np.full([3, 10, 128], 7, np.uint8)
     y = np.zeros([3, 527], bool)
     y[:, 5] = True
-    batch = core.hdf5_batch(x, y, np.array([b"a", b"b", b"c"]), np.array([3, 10, 11]), None, file=0, begin=5)
+    batch = read.hdf5_batch(x, y, np.array([b"a", b"b", b"c"]), np.array([3, 10, 11]), None, file=0, begin=5)
     assert [schema.REASON_CODES[r] for r in batch["reason"]] == ["ok", "ok", "too_many_frames"]
     assert batch["embedding"][0, :3].all() and not batch["embedding"][0, 3:].any()
     assert batch["position"].tolist() == [5, 6, 7] and np.isnan(batch["start_time_seconds"]).all()
@@ -150,10 +151,10 @@ def test_validate_passes_valid_clips_with_their_side_and_rejects_the_rest():
     records = [_example(v) for v in ids] + [_example(b"bad", labels=(-1,)), _example(b"", labels=(2,))]
     files = ["a.tfrecord"]
     with _TestPipeline() as p:
-        batch = core.parse_batch(records, np.zeros(len(records)), np.arange(len(records)))
-        out = p | beam.Create([batch]) | transforms.Validate(files, holdout_fraction=0.5)
+        batch = read.parse_batch(records, np.zeros(len(records)), np.arange(len(records)))
+        out = p | beam.Create([batch]) | validate.Validate(files, holdout_fraction=0.5)
         valid = out["valid"] | beam.FlatMap(lambda b: zip(list(b["video_id"]), b["holdout"].tolist()))
-        assert_that(valid, equal_to([(v, core.in_holdout(v, 0.5)) for v in ids]), label="Valid")
+        assert_that(valid, equal_to([(v, clips.in_holdout(v, 0.5)) for v in ids]), label="Valid")
         rejected = out["rejected"] | beam.FlatMap(lambda entries: [json.dumps(e, sort_keys=True) for e in entries])
         assert_that(rejected, equal_to([
             json.dumps({"file": "a.tfrecord", "position": 40, "video_id": "bad", "reason": "label_out_of_range"},
@@ -162,7 +163,7 @@ def test_validate_passes_valid_clips_with_their_side_and_rejects_the_rest():
             label="Rejected")
         stats = out["stats"] | beam.Map(lambda s: (s["input_records"], s["rejected_reasons"]))
         assert_that(stats, equal_to([(42, {"label_out_of_range": 1, "missing_video_id": 1})]), label="Stats")
-    assert 10 < sum(core.in_holdout(v, 0.5) for v in ids) < 30
+    assert 10 < sum(clips.in_holdout(v, 0.5) for v in ids) < 30
 
 
 def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
@@ -173,14 +174,14 @@ def test_find_duplicates_keeps_the_first_copy_by_file_and_position():
     b = _batch([_example(b"y", labels=(2,)), _example(b"z", labels=(6,))], file=1, holdout=[False, True])
     files = ["f0", "f1"]
     with _TestPipeline() as p:
-        out = p | beam.Create([_valid(b), _valid(a)]) | transforms.FindDuplicates(files, num_buckets=3)
+        out = p | beam.Create([_valid(b), _valid(a)]) | dedup.FindDuplicates(files, num_buckets=3)
         keys = out["duplicates"] | beam.FlatMap(lambda k: k.tolist())
-        assert_that(keys, equal_to(core.record_keys(np.array([0, 1]), np.array([2, 0])).tolist()), label="Keys")
+        assert_that(keys, equal_to(clips.record_keys(np.array([0, 1]), np.array([2, 0])).tolist()), label="Keys")
         entries = out["rejected"] | beam.FlatMap(
             lambda es: [(e["file"], e["position"], e["video_id"], e["reason"]) for e in es])
         assert_that(entries, equal_to([("f0", 2, "x", "conflicting_duplicate"), ("f1", 0, "y", "duplicate")]),
                     label="Entries")
-        total = out["stats"] | transforms.Summarize() | beam.Map(lambda s: (
+        total = out["stats"] | manifest.Summarize() | beam.Map(lambda s: (
             s["main_clips"], s["holdout_clips"], np.flatnonzero(s["main"]).tolist(),
             np.flatnonzero(s["holdout"]).tolist(), s["rejected_reasons"]))
         # kept: x@0 (class 1), y (class 2), x@10 (class 4) on the main side, z (class 6) held out
@@ -193,23 +194,23 @@ def test_find_duplicates_compares_clips_exactly_when_hashes_collide():
     part = {"uid": np.array([5, 5, 5, 9], np.uint64), "file": np.array([1, 0, 0, 0]),
             "position": np.array([0, 1, 0, 2]), "video_id": np.array([b"a", b"b", b"a", b"c"], object),
             "start_time_seconds": np.array([0, 0, 0, 0], np.float32)}
-    assert core.find_duplicates(part).tolist() == [True, False, False, False]  # a@(1, 0) repeats a@(0, 0)
+    assert dedup.find_duplicates(part).tolist() == [True, False, False, False]  # a@(1, 0) repeats a@(0, 0)
     part["start_time_seconds"] = np.array([np.nan, 0, np.nan, 0], np.float32)  # NaN (no start time) equals NaN
-    assert core.find_duplicates(part).tolist() == [True, False, False, False]
+    assert dedup.find_duplicates(part).tolist() == [True, False, False, False]
     part["start_time_seconds"] = np.array([-0.0, 0, 0.0, 0], np.float32)  # -0.0 equals 0.0
-    assert core.find_duplicates(part).tolist() == [True, False, False, False]
+    assert dedup.find_duplicates(part).tolist() == [True, False, False, False]
     part["start_time_seconds"] = np.array([10, 0, 0, 0], np.float32)  # another start: another clip
-    assert core.find_duplicates(part).tolist() == [False, False, False, False]
+    assert dedup.find_duplicates(part).tolist() == [False, False, False, False]
 
 
 def test_summarize_adds_up_stats():
-    one, two = core.empty_stats(), core.empty_stats()
+    one, two = clips.empty_stats(), clips.empty_stats()
     one |= {"input_records": 3, "rejected_reasons": {"no_frames": 1}, "main_clips": 2}
     one["main"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[4] * 2
     two |= {"input_records": 5, "rejected_reasons": {"no_frames": 2, "duplicate": 1}, "holdout_clips": 2}
     two["holdout"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[7] * 2
     with _TestPipeline() as p:
-        total = p | beam.Create([one, two, core.empty_stats()]) | transforms.Summarize() | beam.Map(lambda s: (
+        total = p | beam.Create([one, two, clips.empty_stats()]) | manifest.Summarize() | beam.Map(lambda s: (
             s["input_records"], s["rejected_reasons"], s["main_clips"], s["holdout_clips"], int(s["main"][4]),
             int(s["holdout"][7]), int(s["main"].sum() + s["holdout"].sum())))
         assert_that(total, equal_to([(8, {"no_frames": 3, "duplicate": 1}, 2, 2, 2, 2, 4)]))
@@ -229,10 +230,10 @@ def test_buffered_parts_gather_every_routed_row_under_its_key(tmp_path, total_by
     spill_dir = str(tmp_path / "spill") if spill else None
     with _TestPipeline() as p:
         grouped = (p | beam.Create(batches)
-                   | beam.ParDo(transforms._BufferedParts(route, spill_dir, total_bytes))
-                   .with_output_types(transforms.KeyedPart)
+                   | beam.ParDo(shuffle.BufferedParts(route, spill_dir, total_bytes))
+                   .with_output_types(shuffle.KeyedPart)
                    | beam.GroupByKey()
-                   | beam.Map(lambda kv: (kv[0], sorted(transforms._load_parts(kv[1])["x"].tolist()))))
+                   | beam.Map(lambda kv: (kv[0], sorted(shuffle.load_parts(kv[1])["x"].tolist()))))
         assert_that(grouped, equal_to(expected))
     assert (tmp_path / "spill").exists() == spill
 
@@ -250,13 +251,13 @@ def test_write_balanced_shards_writes_blocks_of_each_class(tmp_path, spill):
     labels = [(3,)] * 9 + [(3, 8), (8,)]  # class 3: 10 clips, class 8: 2 clips
     batch = _batch([_example(v, labels=l) for v, l in zip(ids, labels)])
     batch["holdout"][0] = True  # held out: not in train
-    duplicate = core.record_keys(np.array([0]), np.array([1]))  # clip01 is a later copy of something
+    duplicate = clips.record_keys(np.array([0]), np.array([1]))  # clip01 is a later copy of something
     out = tmp_path / "out"
     with _TestPipeline() as p:
-        first, second = core.take(batch, np.arange(5)), core.take(batch, np.arange(5, 11))
+        first, second = clips.take(batch, np.arange(5)), clips.take(batch, np.arange(5, 11))
         valid = p | "Batches" >> beam.Create([_valid(first), _valid(second)])
         dups = p | "Duplicates" >> beam.Create([duplicate])
-        written = (valid, dups) | transforms.WriteBalancedShards(
+        written = (valid, dups) | layout.WriteBalancedShards(
             str(out), seed=1, block_size=4, min_blocks=2, blocks_per_file=1,
             spill_dir=str(tmp_path / "spill") if spill else None)
         assert_that(written | beam.Map(lambda e: (e["class"], e["file"], e["blocks"])), equal_to([
@@ -282,12 +283,12 @@ def test_write_plain_shards_writes_each_clip_once_sorted_by_video(tmp_path):
     batch = _batch(records, holdout=[i % 2 == 0 for i in range(30)])
     hdf5_like = _valid(_batch([_example(b"h5clip", labels=(9, 10))], file=1, holdout=[True]))
     del hdf5_like["record"]  # HDF5 input carries no serialized record: canonical ones are written
-    duplicate = core.record_keys(np.array([0]), np.array([4]))
+    duplicate = clips.record_keys(np.array([0]), np.array([4]))
     out = tmp_path / "out"
     with _TestPipeline() as p:
         valid = p | "Batches" >> beam.Create([_valid(batch), hdf5_like])
         dups = p | "Duplicates" >> beam.Create([duplicate])
-        names = (valid, dups) | transforms.WritePlainShards(str(out), "holdout", num_shards=3, holdout=True)
+        names = (valid, dups) | write.WritePlainShards(str(out), "holdout", num_shards=3, holdout=True)
         assert_that(names | beam.Map(lambda n: n.rsplit("-of-", 1)[-1]), equal_to(["00003.tfrecord"] * 3))
     written = {}
     for path in sorted((out / "holdout").iterdir()):
@@ -306,18 +307,18 @@ def readers_id(record: bytes) -> bytes:
 
 
 def test_write_rejected_sorts_entries(tmp_path):
-    lists = [[core.rejection("b", 1, b"v", "no_frames")], [core.rejection("a", 9, None, "unreadable_data", "cut")],
-             [core.rejection("a", 10, b"w", "duplicate")]]
+    lists = [[clips.rejection("b", 1, b"v", "no_frames")], [clips.rejection("a", 9, None, "unreadable_data", "cut")],
+             [clips.rejection("a", 10, b"w", "duplicate")]]
     with _TestPipeline() as p:
-        name = p | beam.Create(lists) | transforms.WriteRejected(str(tmp_path))
-        assert_that(name, equal_to([transforms.REJECTED_FILE]))
-    lines = [json.loads(line) for line in (tmp_path / transforms.REJECTED_FILE).read_text().splitlines()]
+        name = p | beam.Create(lists) | write.WriteRejected(str(tmp_path))
+        assert_that(name, equal_to([write.REJECTED_FILE]))
+    lines = [json.loads(line) for line in (tmp_path / write.REJECTED_FILE).read_text().splitlines()]
     assert [(e["file"], e["position"]) for e in lines] == [("a", 9), ("a", 10), ("b", 1)]
     assert lines[0] == {"file": "a", "position": 9, "reason": "unreadable_data", "detail": "cut"}
 
 
 def test_write_manifest_runs_last_and_lists_everything(tmp_path):
-    stats = core.empty_stats() | {"input_records": 3, "rejected_reasons": {"duplicate": 1}, "main_clips": 2}
+    stats = clips.empty_stats() | {"input_records": 3, "rejected_reasons": {"duplicate": 1}, "main_clips": 2}
     stats["main"] = np.eye(schema.NUM_CLASSES, dtype=np.int64)[5] * 2
     (tmp_path / "_tmp").mkdir()
     with _TestPipeline() as p:
@@ -325,59 +326,59 @@ def test_write_manifest_runs_last_and_lists_everything(tmp_path):
         main = p | "Main" >> beam.Create([{"class": 5, "file": "train/class-005-00000-of-00001.tfrecord", "blocks": 8}])
         holdout = p | "Holdout" >> beam.Create([])
         rejected = p | "Rejected" >> beam.Create(["rejected/rejected.jsonl"])
-        _ = (s, main, holdout, rejected) | transforms.WriteManifest(
+        _ = (s, main, holdout, rejected) | manifest.WriteManifest(
             str(tmp_path), {"input": "x"}, "train", "balanced", 64, False, spill_dir=str(tmp_path / "_tmp"))
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["complete"] is True
-    assert manifest["input_records"] == 3 == manifest["written_clips"] + manifest["rejected"]
-    assert list(manifest["rejected_reasons"]) == list(schema.REJECT_REASONS)
-    train = manifest["splits"]["train"]
+    written = json.loads((tmp_path / "manifest.json").read_text())
+    assert written["complete"] is True
+    assert written["input_records"] == 3 == written["written_clips"] + written["rejected"]
+    assert list(written["rejected_reasons"]) == list(schema.REJECT_REASONS)
+    train = written["splits"]["train"]
     assert train["class_files"][5] == ["train/class-005-00000-of-00001.tfrecord"] and train["blocks"] == 8
-    assert train["class_counts"][5] == 2 and manifest["class_counts"][5] == 2 and set(manifest["splits"]) == {"train"}
+    assert train["class_counts"][5] == 2 and written["class_counts"][5] == 2 and set(written["splits"]) == {"train"}
     assert not (tmp_path / "_tmp").exists()
 
 
 def test_manifest_refuses_counts_that_do_not_add_up():
-    stats = core.empty_stats() | {"input_records": 4, "main_clips": 2}
+    stats = clips.empty_stats() | {"input_records": 4, "main_clips": 2}
     with pytest.raises(RuntimeError, match="accounting"):
-        core.build_manifest(stats, [], [], "rejected/rejected.jsonl", {}, "train", "balanced", 64, False)
+        manifest.build_manifest(stats, [], [], "rejected/rejected.jsonl", {}, "train", "balanced", 64, False)
 
 
-# --- core -------------------------------------------------------------------------------------------
+# --- Beam-free functions --------------------------------------------------------------------------
 
 def test_class_plan_splits_big_classes_and_pads_rare_ones():
-    assert core.class_plan(1, block_size=64, min_blocks=8, blocks_per_file=64) == [(0, 8)]
-    assert core.class_plan(64 * 64, 64, 8, 64) == [(0, 64)]
-    assert core.class_plan(64 * 64 + 1, 64, 8, 64) == [(0, 64), (64, 65)]
-    assert core.class_plan(10 * 64 * 64 - 5, 64, 8, 64) == [(s * 64, s * 64 + 64) for s in range(10)]
+    assert layout.class_plan(1, block_size=64, min_blocks=8, blocks_per_file=64) == [(0, 8)]
+    assert layout.class_plan(64 * 64, 64, 8, 64) == [(0, 64)]
+    assert layout.class_plan(64 * 64 + 1, 64, 8, 64) == [(0, 64), (64, 65)]
+    assert layout.class_plan(10 * 64 * 64 - 5, 64, 8, 64) == [(s * 64, s * 64 + 64) for s in range(10)]
 
 
 def test_class_sequence_cycles_through_all_clips_in_fresh_orders():
     n = 7
     part = {"uid": np.arange(100, 100 + n, dtype=np.uint64), "file": np.zeros(n, int), "position": np.arange(n)}
-    sequence = core.class_sequence(part, class_index=3, seed=0, length=24)
+    sequence = layout.class_sequence(part, class_index=3, seed=0, length=24)
     cycles = [sequence[i:i + n] for i in range(0, 21, n)]
     assert all(sorted(c.tolist()) == list(range(n)) for c in cycles)  # every pass holds every clip once
     assert len({tuple(c) for c in cycles}) == 3  # each pass in a fresh order
-    assert np.array_equal(sequence, core.class_sequence(part, 3, 0, 24))  # deterministic
-    assert not np.array_equal(sequence, core.class_sequence(part, 3, 1, 24))  # the seed matters
-    assert not np.array_equal(sequence, core.class_sequence(part, 4, 0, 24))  # and the class
+    assert np.array_equal(sequence, layout.class_sequence(part, 3, 0, 24))  # deterministic
+    assert not np.array_equal(sequence, layout.class_sequence(part, 3, 1, 24))  # the seed matters
+    assert not np.array_equal(sequence, layout.class_sequence(part, 4, 0, 24))  # and the class
 
 
 def test_holdout_is_an_exact_function_of_the_video_id():
     ids = [f"id{i}".encode() for i in range(2000)]
-    held = [v for v in ids if core.in_holdout(v, 0.1)]
+    held = [v for v in ids if clips.in_holdout(v, 0.1)]
     assert 150 < len(held) < 250
-    assert all(core.video_hash(v) < 0.1 * 2 ** 64 for v in held)  # Python compares int and float exactly
-    assert all(core.video_hash(v) >= 0.1 * 2 ** 64 for v in ids if v not in held)
-    uid, vhash = core.hashes(np.array(ids, object), np.zeros(len(ids), np.float32))
-    assert vhash.tolist() == [core.video_hash(v) for v in ids]
+    assert all(clips.video_hash(v) < 0.1 * 2 ** 64 for v in held)  # Python compares int and float exactly
+    assert all(clips.video_hash(v) >= 0.1 * 2 ** 64 for v in ids if v not in held)
+    uid, vhash = clips.hashes(np.array(ids, object), np.zeros(len(ids), np.float32))
+    assert vhash.tolist() == [clips.video_hash(v) for v in ids]
 
 
 def test_iter_tfrecord_frames_reads_small_chunks():
     records = [bytes([i]) * (i * 50) for i in range(6)]
     stream = io.BytesIO(_framed(records))
-    assert [(p, r, e) for p, r, e in core.iter_tfrecord_frames(stream, chunk_size=7)] == [
+    assert [(p, r, e) for p, r, e in read.iter_tfrecord_frames(stream, chunk_size=7)] == [
         (i, r, None) for i, r in enumerate(records)]
 
 
@@ -388,11 +389,11 @@ def test_hdf5_batch_checks_times_video_ids_and_label_counts_like_the_reader():
     y[4, :33] = True  # 33 distinct labels
     ids = np.array([b"a", b"caf\xe9", b"c", b"d", b"e", b"f"])
     starts = np.array([0.0, 0.0, np.nan, -1.0, 0.0, np.inf], np.float32)
-    batch = core.hdf5_batch(x, y, ids, None, starts, file=0, begin=0)
+    batch = read.hdf5_batch(x, y, ids, None, starts, file=0, begin=0)
     assert [schema.REASON_CODES[r] for r in batch["reason"]] == [
         "ok", "bad_video_id", "bad_time", "bad_time", "too_many_labels", "bad_time"]
     # without a start_time_seconds column the start is unknown (NaN), not bad
-    batch = core.hdf5_batch(x[:1], y[:1], ids[:1], None, None, file=0, begin=0)
+    batch = read.hdf5_batch(x[:1], y[:1], ids[:1], None, None, file=0, begin=0)
     assert batch["reason"].tolist() == [0] and np.isnan(batch["start_time_seconds"]).all()
 
 
@@ -403,9 +404,9 @@ def test_limit_labels_applies_max_labels_in_both_directions():
     labels[2, :40] = True
     code = schema.REASON_CODES.index("too_many_labels")
     batch = {"labels": np.packbits(labels, axis=1), "reason": np.array([0, 0, code], np.int32)}
-    assert core.limit_labels(batch, 32) is batch["reason"]
-    assert core.limit_labels(batch, 5).tolist() == [0, code, code]
-    assert core.limit_labels(batch, 64).tolist() == [0, 0, 0]
+    assert validate.limit_labels(batch, 32) is batch["reason"]
+    assert validate.limit_labels(batch, 5).tolist() == [0, code, code]
+    assert validate.limit_labels(batch, 64).tolist() == [0, 0, 0]
     assert batch["reason"].tolist() == [0, 0, code]  # the batch itself is not changed
 
 
@@ -418,6 +419,6 @@ def test_read_hdf5_ignores_groups_beside_the_datasets(tmp_path):
         del h5["num_frames"]
         h5.create_group("num_frames")  # a group where an optional dataset would be
     with _TestPipeline() as p:
-        rows = p | transforms.ReadHdf5([str(tmp_path / "f.h5")], rows_per_range=4) | beam.FlatMap(
+        rows = p | read.ReadHdf5([str(tmp_path / "f.h5")], rows_per_range=4) | beam.FlatMap(
             lambda b: b["reason"].tolist())
         assert_that(rows, equal_to([0] * 6))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import build_shards, core
+from beam_pipelines import build_shards
 from tests.conftest import REPO_ROOT
 from tests.test_readers import _sequence_example
 from tfdata import readers, schema, synthetic
@@ -443,3 +443,20 @@ def test_max_labels_lifts_or_tightens_the_label_limit_in_the_job(tmp_path):
     assert lifted["written_clips"] == 6 and lifted["rejected"] == 0
     tightened = _build(tmp_path / "tight", data, "--max_labels", "4")
     assert tightened["written_clips"] == 4 and tightened["rejected_reasons"]["too_many_labels"] == 2
+
+
+def test_the_shard_job_takes_only_the_schema_from_tfdata():
+    """The Beam stages depend on tfdata.schema (the wire format) alone, and on nothing in models/."""
+    import ast
+
+    for path in sorted((REPO_ROOT / "beam_pipelines").glob("*.py")):
+        if path.name in ("embed_audio.py", "benchmark.py"):  # the audio front end; a benchmark
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        ours = {name for name in imported if name.split(".")[0] in ("tfdata", "models")}
+        assert ours <= {"tfdata.schema"}, f"{path.name} imports {sorted(ours - {'tfdata.schema'})}"

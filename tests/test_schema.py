@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,3 +76,36 @@ def test_class_labels_with_wrong_columns_are_refused(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a class_labels_indices.csv"):
         schema.read_class_labels(str(path))
+
+
+def test_the_reject_table_gives_the_first_failed_check_in_numpy_and_tensorflow_alike():
+    facts = {"video_id_length": np.array([0, 3, 3, 3, 3]), "num_label_ids": np.array([0, 0, 2, 2, 40]),
+             "total_frames": np.array([0, 0, 0, 11, 10]), "num_labels": np.array([0, 0, 2, 2, 40])}
+    names = ["missing_video_id", "missing_labels", "no_frames", "too_many_frames", "too_many_labels"]
+    expected = [schema.REASON_CODES.index(name) for name in names]
+    assert np.asarray(schema.reason_codes(facts, np.where)).tolist() == expected
+    tf_facts = {key: tf.constant(value) for key, value in facts.items()}
+    assert schema.reason_codes(tf_facts, tf.where).numpy().tolist() == expected
+    assert schema.failed("no_frames", {"total_frames": np.array([0, 1])}).tolist() == [True, False]
+    assert {c.reason for c in schema.REJECT_CHECKS} <= set(schema.REJECT_REASONS)
+
+
+def test_manifest_writes_and_reads_back(tmp_path):
+    manifest = schema.Manifest(args={"seed": 1}, input_records=3, written_clips=2, rejected=1,
+                               rejected_reasons={"duplicate": 1}, class_counts=[0, 2], splits={},
+                               rejected_file="rejected/rejected.jsonl")
+    manifest.write(str(tmp_path))
+    text = (tmp_path / schema.MANIFEST_FILE).read_text()
+    assert list(json.loads(text)) == ["schema_version", "complete", "args", "input_records", "written_clips",
+                                      "rejected", "rejected_reasons", "rejected_file", "class_counts", "splits"]
+    assert text == json.dumps(manifest.to_dict(), indent=1)
+    assert schema.Manifest.read(str(tmp_path)) == manifest
+
+
+def test_manifest_refuses_an_unfinished_or_other_version_run(tmp_path):
+    (tmp_path / schema.MANIFEST_FILE).write_text(json.dumps({"schema_version": schema.SHARD_SCHEMA_VERSION}))
+    with pytest.raises(schema.ShardsError, match="did not finish"):
+        schema.Manifest.read(str(tmp_path))
+    (tmp_path / schema.MANIFEST_FILE).write_text(json.dumps({"schema_version": 1, "complete": True}))
+    with pytest.raises(schema.ShardsError, match="schema version 1"):
+        schema.Manifest.read(str(tmp_path))

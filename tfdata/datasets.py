@@ -12,50 +12,30 @@ Memory depends on K and the shuffle buffer, not on the size of the data.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
 
 from tfdata import readers, schema
 
-MANIFEST = "manifest.json"
+MANIFEST = schema.MANIFEST_FILE
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
 READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (BUILD.md, "Benchmarks")
 
 
-class ShardsError(ValueError):
-    """A shards directory that cannot be read (missing, unfinished, other schema version)."""
+ShardsError = schema.ShardsError
 
 
 def read_manifest(shards_dir: str) -> dict:
-    """The manifest of a finished Beam run; refuses missing, unfinished or other-version shards."""
-    path = os.path.join(shards_dir, MANIFEST)
+    """The manifest of a finished Beam run as a dict (schema.Manifest); refuses missing, unfinished or
+    other-version shards, and names the command that builds shards when given raw TFRecords."""
     raw = _raw_tfrecords(shards_dir)
     if raw:
         raise ShardsError(f"{shards_dir}: AudioSet TFRecords, not shards; build shards from them first:\n"
                           f"  python -m beam_pipelines.build_shards --input '{raw}' --output_dir shards\n"
                           "and pass the output directory (here: shards)")
-    if not tf.io.gfile.isdir(shards_dir):
-        raise ShardsError(f"{shards_dir}: no such directory")
-    if not tf.io.gfile.exists(path):
-        raise ShardsError(f"{shards_dir}: no {MANIFEST}: not shards written by beam_pipelines.build_shards, "
-                          "or a run that did not finish")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            manifest = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ShardsError(f"{path}: not a valid manifest ({e}); the run that wrote it did not finish: rebuild "
-                          "the shards with beam_pipelines.build_shards --overwrite") from None
-    if not isinstance(manifest, dict):
-        raise ShardsError(f"{path}: not a valid manifest (not a JSON object): rebuild the shards")
-    if manifest.get("schema_version") != schema.SHARD_SCHEMA_VERSION:
-        raise ShardsError(f"{shards_dir}: shards have schema version {manifest.get('schema_version')}, this code "
-                          f"reads version {schema.SHARD_SCHEMA_VERSION}: rebuild them with beam_pipelines.build_shards")
-    if manifest.get("complete") is not True:
-        raise ShardsError(f"{shards_dir}: the run that wrote these shards did not finish")
-    return manifest
+    return schema.Manifest.read(shards_dir).to_dict()
 
 
 def _raw_tfrecords(path: str) -> str | None:
@@ -135,10 +115,10 @@ def _mixup(batch: dict, seed: tf.Tensor, alpha: float) -> dict:
     weight = tf.where(frame < tf.cast(batch["num_frames"], tf.int32)[:, None], weight, 0.0)[:, :, None]  # [B, 10, 1]
     embedding = (weight * tf.cast(batch["embedding"], tf.float32)
                  + (1 - weight) * tf.cast(other["embedding"], tf.float32))  # [B, 10, 128]
-    labels = (lam[:, None] * tf.cast(batch["labels"], tf.float32)
-              + (1 - lam[:, None]) * tf.cast(other["labels"], tf.float32))  # [B, 527]
+    labels = (lam[:, None] * tf.cast(batch[schema.LABELS_KEY], tf.float32)
+              + (1 - lam[:, None]) * tf.cast(other[schema.LABELS_KEY], tf.float32))  # [B, 527]
     return {"embedding": tf.cast(tf.round(embedding), tf.uint8),
-            "num_frames": tf.maximum(batch["num_frames"], other["num_frames"]), "labels": labels}
+            "num_frames": tf.maximum(batch["num_frames"], other["num_frames"]), schema.LABELS_KEY: labels}
 
 
 def _shuffled(values: tf.Tensor, seed: tf.Tensor, unseeded: bool) -> tf.Tensor:
@@ -156,12 +136,12 @@ def _interleave_classes(serialized: tf.Tensor, seed: tf.Tensor, k: int, num_clas
     return {
         "embedding": tf.gather(tf.reshape(blocks["embedding"], [-1, schema.NUM_FRAMES, schema.EMBEDDING_DIM]), flat),
         "num_frames": tf.gather(tf.reshape(blocks["num_frames"], [-1]), flat),
-        "labels": tf.gather(tf.reshape(blocks["labels"], [-1, schema.NUM_CLASSES]), flat),
+        schema.LABELS_KEY: tf.gather(tf.reshape(blocks[schema.LABELS_KEY], [-1, schema.NUM_CLASSES]), flat),
     }  # each [K*C, ...]
 
 
 def _to_features(batch: dict) -> tuple[dict, tf.Tensor]:
-    return {"embedding": batch["embedding"], "num_frames": batch["num_frames"]}, batch["labels"]
+    return {"embedding": batch["embedding"], "num_frames": batch["num_frames"]}, batch[schema.LABELS_KEY]
 
 
 def distributed_train_dataset(strategy: tf.distribute.Strategy, shards_dir: str, global_batch_size: int,
@@ -229,8 +209,8 @@ def eval_dataset(path: str, batch_size: int, split: str | None = None,
         skipped.add(clips["reason"])
         valid = tf.equal(clips["reason"], 0)
         kept = {key: tf.boolean_mask(value, valid) for key, value in clips.items()}
-        features = {key: kept[key] for key in ("embedding", "num_frames", "video_id", "start_time_seconds")}
-        return features, kept["labels"]
+        features = {key: kept[key] for key in ("embedding", "num_frames", schema.VIDEO_ID_KEY, schema.START_TIME_KEY)}
+        return features, kept[schema.LABELS_KEY]
 
     records = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     return (records.batch(batch_size)

@@ -26,8 +26,8 @@ def summarize(dataset) -> dict:
         reasons += np.bincount(batch["reason"], minlength=len(schema.REASON_CODES))
         clips += int(valid.sum())
         short += int((batch["num_frames"][valid] < schema.NUM_FRAMES).sum())
-        class_counts += batch["labels"][valid].sum(axis=0, dtype=np.int64)
-        label_occurrences += int(batch["labels"][valid].sum())
+        class_counts += batch[schema.LABELS_KEY][valid].sum(axis=0, dtype=np.int64)
+        label_occurrences += int(batch[schema.LABELS_KEY][valid].sum())
     return {"clips": clips, "short_clips": short, "label_occurrences": label_occurrences,
             "class_counts": class_counts,
             "invalid": {name: int(n) for name, n in zip(schema.REASON_CODES[1:], reasons[1:]) if n}}
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="a glob of TFRecords, or an HDF5 file (.h5/.hdf5)")
-    parser.add_argument("--class_labels", help="class_labels_indices.csv, to print class names")
+    parser.add_argument("--class_labels", help=f"{schema.CLASS_LABELS_FILE}, to print class names")
     args = parser.parse_args(argv)
     import tensorflow as tf  # after parsing: --help does not wait for TensorFlow
 

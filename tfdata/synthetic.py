@@ -123,15 +123,15 @@ def _clips(rng: np.random.Generator, model: ClassModel, config: SyntheticConfig,
     labels = np.zeros([n, schema.NUM_CLASSES], np.uint8)
     np.put_along_axis(labels, ranked, labelled.astype(np.uint8), axis=1)  # [N, 527]
     start_time = (rng.integers(0, 30, n) * 10).astype(np.float32)
-    return {"embedding": embedding, "num_frames": num_frames, "labels": labels,
-            "video_id": ids, "start_time_seconds": start_time}
+    return {"embedding": embedding, "num_frames": num_frames, schema.LABELS_KEY: labels,
+            schema.VIDEO_ID_KEY: ids, schema.START_TIME_KEY: start_time}
 
 
 def sequence_example(clip: dict, i: int) -> bytes:
     """One clip of a generated chunk -> a serialized SequenceExample in the released format."""
     return schema.encode_sequence_example(
-        clip["video_id"][i], float(clip["start_time_seconds"][i]), int(clip["num_frames"][i]),
-        np.flatnonzero(clip["labels"][i]).tolist(), clip["embedding"][i])
+        clip[schema.VIDEO_ID_KEY][i], float(clip[schema.START_TIME_KEY][i]), int(clip["num_frames"][i]),
+        np.flatnonzero(clip[schema.LABELS_KEY][i]).tolist(), clip["embedding"][i])
 
 
 def write_tfrecords(config: SyntheticConfig, output_dir: str) -> list[str]:
@@ -141,7 +141,7 @@ def write_tfrecords(config: SyntheticConfig, output_dir: str) -> list[str]:
     tf.io.gfile.makedirs(output_dir)
     paths, writer, prefix = [], None, None
     for clip in generate(config):
-        for i, video_id in enumerate(clip["video_id"]):
+        for i, video_id in enumerate(clip[schema.VIDEO_ID_KEY]):
             if video_id[:2] != prefix:
                 if writer:
                     writer.close()
@@ -168,11 +168,12 @@ def write_hdf5(config: SyntheticConfig, path: str) -> None:
             schema.H5_NUM_FRAMES: h5.create_dataset(schema.H5_NUM_FRAMES, (n,), np.int32),
             schema.H5_START_TIME: h5.create_dataset(schema.H5_START_TIME, (n,), np.float32),
         }
-        source = {schema.H5_EMBEDDING: "embedding", schema.H5_LABELS: "labels", schema.H5_VIDEO_ID: "video_id",
-                  schema.H5_NUM_FRAMES: "num_frames", schema.H5_START_TIME: "start_time_seconds"}
+        source = {schema.H5_EMBEDDING: "embedding", schema.H5_LABELS: schema.LABELS_KEY,
+                  schema.H5_VIDEO_ID: schema.VIDEO_ID_KEY, schema.H5_NUM_FRAMES: "num_frames",
+                  schema.H5_START_TIME: schema.START_TIME_KEY}
         begin = 0
         for clip in generate(config):
-            end = begin + len(clip["video_id"])
+            end = begin + len(clip[schema.VIDEO_ID_KEY])
             for name, column in columns.items():
                 column[begin:end] = clip[source[name]]
             begin = end
@@ -186,7 +187,7 @@ def write_hdf5(config: SyntheticConfig, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="where the files and class_labels_indices.csv go")
+    parser.add_argument("--output_dir", required=True, help=f"where the files and {schema.CLASS_LABELS_FILE} go")
     parser.add_argument("--num_clips", type=int, required=True, help="number of 10-second clips")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
     parser.add_argument("--format", choices=["tfrecord", "hdf5"], default="tfrecord",
@@ -204,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         write_hdf5(config, os.path.join(args.output_dir, "synthetic.h5"))
         where = "synthetic.h5"
-    with tf.io.gfile.GFile(os.path.join(args.output_dir, "class_labels_indices.csv"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(args.output_dir, schema.CLASS_LABELS_FILE), "w") as f:
         f.write(class_labels().to_csv())
-    print(f"wrote {args.num_clips} synthetic clips to {args.output_dir} ({where} + class_labels_indices.csv)")
+    print(f"wrote {args.num_clips} synthetic clips to {args.output_dir} ({where} + {schema.CLASS_LABELS_FILE})")
     return 0
 
 
