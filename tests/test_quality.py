@@ -43,6 +43,7 @@ def commands_in_process(monkeypatch):
     import evaluate
     import train
     from beam_pipelines import build_shards
+    from models import evaluation  # noqa: F401  before any redirection: its print defaults bind sys.stdout at import
 
     mains = {("train.py",): train.main, ("evaluate.py",): evaluate.main,
              ("-m", "beam_pipelines.build_shards"): build_shards.main}
