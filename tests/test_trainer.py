@@ -467,14 +467,14 @@ def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(s
             if epoch == 0:
                 raise Interrupted()
 
-    common = [*_argv(shards, tmp_path), "--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention",
-              "--ema", "0", "--learning_rate", "0.01", "--dropout", "0"]  # XLA draws other dropout masks from the same seed
+    common = ["--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention", "--ema", "0",
+              "--learning_rate", "0.01", "--dropout", "0"]  # XLA draws other dropout masks from the same seed
     options = {"float32": [], "jit_compile": ["--jit_compile"], "steps_per_execution": ["--steps_per_execution", "2"],
                "mixed_float16": ["--precision", "mixed_float16"], "mixed_bfloat16": ["--precision", "mixed_bfloat16"]}
     # Each run --steps 4 --steps_per_epoch 2 is interrupted after its first epoch, then run again: it resumes.
     results, stdout = {}, io.StringIO()
     for name, extra in options.items():
-        config = train.parse_args(common + ["--model_dir", str(tmp_path / name)] + extra)
+        config = train.parse_args(_argv(shards, tmp_path / name, *common, *extra))
         with in_process.isolated(stdout, io.StringIO()), monkeypatch.context() as patch, pytest.raises(Interrupted):
             patch.setattr(trainer, "Progress", StopAfterFirstEpoch)
             trainer.train(config)
