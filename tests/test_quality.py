@@ -37,16 +37,14 @@ def test_validation_is_the_eval_input_else_a_holdout():
 
 @pytest.fixture
 def commands_in_process(monkeypatch):
-    """The quality command's train.py, evaluate.py and build_shards commands run in this process (TensorFlow
-    loads once), each checked to be a command that a subprocess would run; the others (the ensemble's
-    models.exporting --average) in a subprocess as before."""
-    import evaluate
+    """The quality command's train.py and build_shards commands run in this process (TensorFlow loads once),
+    each checked to be a command that a subprocess would run; the others (evaluate.py, whose module
+    models.evaluation binds sys.stdout and sys.stderr at import, and models.exporting --average) in a
+    subprocess as before."""
     import train
     from beam_pipelines import build_shards
-    from models import evaluation  # noqa: F401  before any redirection: its print defaults bind sys.stdout at import
 
-    mains = {("train.py",): train.main, ("evaluate.py",): evaluate.main,
-             ("-m", "beam_pipelines.build_shards"): build_shards.main}
+    mains = {("train.py",): train.main, ("-m", "beam_pipelines.build_shards"): build_shards.main}
 
     def run(command, cwd, stdout, stderr, **kwargs):
         for head, main in mains.items():
