@@ -14,7 +14,7 @@ A *clip batch* is a dict of numpy arrays, one row per record:
   record             object  [N]           the original serialized SequenceExample (TFRecord input only)
 Parts that go through a shuffle carry a subset of these columns.
 
-The functions here are Beam-free (the stages wrap them in PTransforms; beam_pipelines.benchmark calls
+The functions here are Beam-free (the stages wrap them in PTransforms; benchmarks.beam calls
 them from one Python loop), so both write byte-identical shards. Hashes are stable across runs,
 machines and runners (never Python's hash()). Stats and dead-letter entries count every record.
 """

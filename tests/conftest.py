@@ -46,8 +46,3 @@ def beam_shards(tmp_path_factory, synthetic_tfrecords) -> Path:
     build_shards.run(["--input", str(synthetic_tfrecords / "*.tfrecord"), "--output_dir", str(out),
                       "--holdout_fraction", "0.25", "--block_size", "16"])
     return out
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts Beam jobs or subprocesses, or runs the README's commands on "
-                                       "real data (deselect with -m 'not slow')")

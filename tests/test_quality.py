@@ -1,10 +1,15 @@
 """The documented quality command, on a small slice of the real bal_train split, for a few steps."""
 
 import json
+import os
+import subprocess
+import sys
+import types
 
 import pytest
 
 from experiments import quality
+from tests import in_process
 
 
 def test_research_runs_use_the_research_recipe_and_best_the_defaults():
@@ -34,8 +39,31 @@ def test_validation_is_the_eval_input_else_a_holdout():
     assert quality.validation_data(quality.QualityConfig("in", "w"), "w") == "w/shards/holdout"
 
 
+@pytest.fixture
+def commands_in_process(monkeypatch):
+    """The quality command's train.py and build_shards commands run in this process (TensorFlow loads once),
+    each checked to be a command that a subprocess would run; the others (evaluate.py, whose module
+    evaluation binds sys.stdout and sys.stderr at import, and models.exporting --average) in a
+    subprocess as before."""
+    import train
+    from beam_pipelines import build_shards
+
+    mains = {("train.py",): train.main, ("-m", "beam_pipelines.build_shards"): build_shards.main}
+
+    def run(command, cwd, stdout, stderr, **kwargs):
+        for head, main in mains.items():
+            if tuple(command[1:1 + len(head)]) == head:
+                assert command[0] == sys.executable and stderr == subprocess.STDOUT, command
+                assert head[0] == "-m" or os.path.isfile(os.path.join(cwd, head[0])), (cwd, command)
+                with in_process.isolated(stdout, stdout):
+                    return subprocess.CompletedProcess(command, in_process.exit_status(main, command[1 + len(head):]))
+        return subprocess.run(command, cwd=cwd, stdout=stdout, stderr=stderr, **kwargs)
+
+    monkeypatch.setattr(quality, "subprocess", types.SimpleNamespace(run=run, STDOUT=subprocess.STDOUT))
+
+
 @pytest.mark.slow
-def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys, monkeypatch):
+def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys, monkeypatch, commands_in_process):
     import numpy as np
 
     monkeypatch.setattr(quality, "ENSEMBLE_MEMBERS", quality.ENSEMBLE_MEMBERS[:2])  # two members train in half the time

@@ -1,6 +1,11 @@
-"""train.py end to end in subprocesses: strategies, resumption after kill -9, user errors."""
+"""train.py: strategies, weight averaging and export, resumption after kill -9, user errors.
+
+Most runs call train.main in this process (TensorFlow loads once per session, not once per run); a
+subprocess only where a fresh process is what the test needs: logical CPU devices (mirrored), two
+workers, kill -9, and one user error as the shell sees it."""
 
 import csv
+import io
 import json
 import math
 import os
@@ -15,15 +20,32 @@ import h5py
 import numpy as np
 import pytest
 
+from tests import in_process
 from tests.conftest import REPO_ROOT
 
 SMALL = ["--hidden_units", "32", "--batch_size", "64", "--seed", "0"]
 
 
-def _train(shards, model_dir, *extra, env=None, timeout=300):
-    cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(model_dir),
-           "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *extra]
-    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+def _argv(shards, model_dir, *extra):
+    return ["--train_data", str(shards), "--model_dir", str(model_dir),
+            "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *extra]
+
+
+def _main(argv) -> in_process.Run:
+    """`python train.py ARGV`, run as train.main in this process."""
+    import train
+
+    return in_process.run(train.main, argv)
+
+
+def _train(shards, model_dir, *extra) -> in_process.Run:
+    return _main(_argv(shards, model_dir, *extra))
+
+
+def _train_subprocess(shards, model_dir, *extra, timeout=300) -> in_process.Run:
+    result = subprocess.run([sys.executable, "train.py", *_argv(shards, model_dir, *extra)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    return in_process.Run(result.returncode, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +72,20 @@ def small_shards(tmp_path_factory):
     return root / "x" / "shards"
 
 
+UNVALIDATED = ["--steps", "4", "--steps_per_epoch", "2", "--model", "average_pooling", "--learning_rate", "0.01",
+               "--ema", "0.9"]
+
+
+@pytest.fixture(scope="module")
+def unvalidated(shards, tmp_path_factory):
+    """One finished run without validation data (2 epochs of 2 steps, EMA on), shared by the tests that
+    read its output, logs and export: (model dir, run)."""
+    model_dir = tmp_path_factory.mktemp("unvalidated") / "m"
+    result = _train(shards, model_dir, *UNVALIDATED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
 def _losses(stdout):
     return [float(x) for x in re.findall(r"- loss: ([0-9.e-]+)", stdout)]
 
@@ -59,7 +95,8 @@ def test_default_and_mirrored_follow_the_same_trajectory_and_validation(shards, 
     args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0",
             "--eval_data", str(shards / "holdout")]
     default = _train(shards, tmp_path / "default", *args)
-    mirrored = _train(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
+    # Two logical CPUs exist only in a process that sets them up before TensorFlow starts.
+    mirrored = _train_subprocess(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
     assert default.returncode == 0, default.stderr[-3000:]
     assert mirrored.returncode == 0, mirrored.stderr[-3000:]
     a, b = _losses(default.stdout), _losses(mirrored.stdout)
@@ -118,7 +155,7 @@ def test_ema_export_holds_the_averaged_weights_and_cosine_decays_to_zero(shards,
 
 
 @pytest.mark.slow
-def test_export_holds_the_weights_that_validate_better_and_says_which(shards, tmp_path):
+def test_export_holds_the_weights_that_validate_better_and_says_which(shards, unvalidated, tmp_path):
     """With validation data the export holds raw or EMA weights, whichever scored the higher mAP at the
     last epoch, and its metadata says which; without validation data, the EMA weights."""
     import tensorflow as tf
@@ -126,11 +163,8 @@ def test_export_holds_the_weights_that_validate_better_and_says_which(shards, tm
     from models import exporting, metrics
     from tfdata import datasets
 
-    args = ["--steps", "4", "--steps_per_epoch", "2", "--model", "average_pooling", "--learning_rate", "0.01",
-            "--ema", "0.9"]
-    validated = _train(shards, tmp_path / "validated", *args, "--eval_data", str(shards / "holdout"))
-    unvalidated = _train(shards, tmp_path / "unvalidated", *args)
-    assert validated.returncode == 0 and unvalidated.returncode == 0, (validated.stderr[-3000:], unvalidated.stderr[-3000:])
+    validated = _train(shards, tmp_path / "validated", *UNVALIDATED, "--eval_data", str(shards / "holdout"))
+    assert validated.returncode == 0, validated.stderr[-3000:]
     last = _history(tmp_path / "validated")[-1]
     raw, ema = float(last["val_mAP"]), float(last["val_mAP_ema"])
     assert abs(raw - ema) > 1e-3, (raw, ema)  # the two differ, so the choice matters
@@ -147,7 +181,7 @@ def test_export_holds_the_weights_that_validate_better_and_says_which(shards, tm
     labels = np.zeros_like(scores)
     labels[label_ids.indices[:, 0].numpy(), label_ids.values.numpy()] = 1
     assert metrics.compute(labels, scores).mAP == pytest.approx(max(raw, ema), abs=1e-4)
-    meta = exporting.read_metadata(str(tmp_path / "unvalidated" / "saved_model"))
+    meta = exporting.read_metadata(str(unvalidated[0] / "saved_model"))  # the same run without --eval_data
     assert meta["weights"] == "ema" and meta["validation_mAP"] is None and "no validation data" in meta["why"]
 
 
@@ -203,9 +237,8 @@ def test_multi_worker_trains_and_exports_once(shards, tmp_path):
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(tmp_path / "mw"),
-               "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL,
-               "--strategy", "multi_worker", "--steps", "3", "--steps_per_epoch", "3", "--model", "average_pooling"]
+        cmd = [sys.executable, "train.py", *_argv(shards, tmp_path / "mw", "--strategy", "multi_worker", "--steps", "3",
+                                                   "--steps_per_epoch", "3", "--model", "average_pooling")]
         procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     outputs = [p.communicate(timeout=400) for p in procs]
@@ -218,8 +251,7 @@ def test_multi_worker_trains_and_exports_once(shards, tmp_path):
 def test_killed_run_resumes_and_finishes(shards, tmp_path):
     # Validation after every 1-step epoch makes epochs last long enough to kill the run between two of them.
     args = ["--steps", "8", "--steps_per_epoch", "1", "--model", "average_pooling", "--eval_data", str(shards / "holdout")]
-    cmd = [sys.executable, "train.py", "--train_data", str(shards), "--model_dir", str(tmp_path / "m"),
-           "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, *args]
+    cmd = [sys.executable, "train.py", *_argv(shards, tmp_path / "m", *args)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = tmp_path / "m" / "checkpoints"
     deadline = time.time() + 240
@@ -236,14 +268,15 @@ def test_killed_run_resumes_and_finishes(shards, tmp_path):
     assert (tmp_path / "m" / "saved_model" / "saved_model.pb").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("problem, message", [
     ("model", "unknown model 'resnet'; known models: average_pooling"),
-    ("batch", "--batch_size 63 is not divisible by the 2 replicas"),
+    # A subprocess (logical CPUs need a fresh process): also the exit status and stderr as the shell sees them.
+    pytest.param("batch", "--batch_size 63 is not divisible by the 2 replicas", marks=pytest.mark.slow),
     ("shards", "no such directory"),
     ("config", "was trained with another configuration (differs in model)"),
 ])
-def test_user_errors_are_one_line(shards, tmp_path, problem, message):
+def test_user_errors_are_one_line(small_shards, tmp_path, problem, message):
+    shards = small_shards
     model_dir = tmp_path / "m"
     args = {"model": ["--model", "resnet"],
             "batch": ["--strategy", "mirrored", "--cpu_replicas", "2", "--batch_size", "63"],
@@ -257,17 +290,16 @@ def test_user_errors_are_one_line(shards, tmp_path, problem, message):
         earlier = train.parse_args(["--train_data", str(data), "--model_dir", str(model_dir), *common])
         model_dir.mkdir()
         (model_dir / "config.json").write_text(json.dumps(earlier.to_json()))
-    result = _train(data, model_dir, "--steps", "1", *args)
+    run = _train_subprocess if problem == "batch" else _train
+    result = run(data, model_dir, "--steps", "1", *args)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-@pytest.mark.slow
 def test_raw_tfrecords_as_train_data_print_the_build_shards_command(synthetic_tfrecords, tmp_path):
     for data in (synthetic_tfrecords / "*.tfrecord", synthetic_tfrecords):
-        cmd = [sys.executable, "train.py", "--train_data", str(data), "--model_dir", str(tmp_path / "m"), *SMALL]
-        result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        result = _main(["--train_data", str(data), "--model_dir", str(tmp_path / "m"), *SMALL])
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         command = (f"python -m beam_pipelines.build_shards --input '{synthetic_tfrecords / '*.tfrecord'}' "
                    "--output_dir shards")
@@ -275,8 +307,6 @@ def test_raw_tfrecords_as_train_data_print_the_build_shards_command(synthetic_tf
 
 
 def test_progress_lines_give_steps_rates_and_eta():
-    import io
-
     import tf_keras as keras
 
     from models import trainer
@@ -296,17 +326,16 @@ def test_progress_lines_give_steps_rates_and_eta():
 
 
 @pytest.mark.slow
-def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(shards, tmp_path):
+def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(unvalidated):
     import tensorflow as tf
 
-    result = _train(shards, tmp_path / "m", "--steps", "4", "--steps_per_epoch", "2", "--model", "average_pooling")
-    assert result.returncode == 0, result.stderr[-3000:]
+    model_dir, result = unvalidated  # --steps 4 --steps_per_epoch 2
     assert "\r" not in result.stdout and "\b" not in result.stdout and "━" not in result.stdout
     epochs = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
     assert [l.split("  ")[:2] for l in epochs] == [["epoch 1/2", "step 2/4"], ["epoch 2/2", "step 4/4"]], result.stdout
     assert len(_losses(result.stdout)) == 2
     events = {}
-    for path in tf.io.gfile.glob(str(tmp_path / "m" / "logs" / "train" / "events.out.tfevents.*")):
+    for path in tf.io.gfile.glob(str(model_dir / "logs" / "train" / "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 events.setdefault(value.tag, []).append(event.step)
@@ -415,40 +444,6 @@ def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_exports_nothing(sh
     assert not (tmp_path / "m" / "saved_model").exists()
 
 
-# A run with --steps 4 --steps_per_epoch 2 interrupted after its first epoch (an exception raised by the last
-# callback, after BackupAndRestore saved), then the same configuration again: it resumes at epoch 2.
-_INTERRUPTED_RUNS = """
-import json, sys
-import train
-from models import trainer
-
-class Interrupted(Exception):
-    pass
-
-class StopAfterFirstEpoch(trainer.Progress):
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if epoch == 0:
-            raise Interrupted()
-
-results = {}
-for name, argv in json.loads(sys.argv[1]).items():
-    config = train.parse_args(argv)
-    trainer.Progress, progress = StopAfterFirstEpoch, trainer.Progress
-    try:
-        trainer.train(config)
-    except Interrupted:
-        pass
-    finally:
-        trainer.Progress = progress
-    import tensorflow as tf
-    backup = tf.train.latest_checkpoint(config.model_dir + "/backup/chief") or ""
-    names = [n for n, _ in tf.train.list_variables(backup)] if backup else []
-    results[name] = {"backup": bool(backup), "loss_scale": any("loss_scale" in n for n in names),
-                     "export": trainer.train(config)}
-print("RESULTS " + json.dumps(results))
-"""
-
 # Largest |score difference| from the float32 export of the same seeded run, over 512 clips. XLA and steps per
 # execution only reorder float32 sums (without dropout: XLA draws other masks); float16 / bfloat16 compute
 # (11 / 8 significant bits) shifts every step.
@@ -456,23 +451,40 @@ OPTION_TOLERANCE = {"jit_compile": 1e-4, "steps_per_execution": 1e-4, "mixed_flo
 
 
 @pytest.mark.slow
-def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(shards, synthetic_tfrecords, tmp_path):
+def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(shards, tmp_path, monkeypatch):
     import tensorflow as tf
 
+    import train
+    from models import trainer
     from tfdata import synthetic
 
-    common = ["--train_data", str(shards), "--class_labels", str(shards.parent.parent / "class_labels_indices.csv"),
-              *SMALL, "--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention", "--ema", "0",
+    class Interrupted(Exception):
+        pass
+
+    class StopAfterFirstEpoch(trainer.Progress):  # the last callback: it raises after BackupAndRestore saved
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch == 0:
+                raise Interrupted()
+
+    common = ["--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention", "--ema", "0",
               "--learning_rate", "0.01", "--dropout", "0"]  # XLA draws other dropout masks from the same seed
     options = {"float32": [], "jit_compile": ["--jit_compile"], "steps_per_execution": ["--steps_per_execution", "2"],
                "mixed_float16": ["--precision", "mixed_float16"], "mixed_bfloat16": ["--precision", "mixed_bfloat16"]}
-    runs = {name: common + ["--model_dir", str(tmp_path / name)] + extra for name, extra in options.items()}
-    result = subprocess.run([sys.executable, "-c", _INTERRUPTED_RUNS, json.dumps(runs)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    # Each run --steps 4 --steps_per_epoch 2 is interrupted after its first epoch, then run again: it resumes.
+    results, stdout = {}, io.StringIO()
+    for name, extra in options.items():
+        config = train.parse_args(_argv(shards, tmp_path / name, *common, *extra))
+        with in_process.isolated(stdout, io.StringIO()), monkeypatch.context() as patch, pytest.raises(Interrupted):
+            patch.setattr(trainer, "Progress", StopAfterFirstEpoch)
+            trainer.train(config)
+        backup = tf.train.latest_checkpoint(config.model_dir + "/backup/chief") or ""
+        names = [n for n, _ in tf.train.list_variables(backup)] if backup else []
+        with in_process.isolated(stdout, io.StringIO()):
+            export = trainer.train(config)
+        results[name] = {"backup": bool(backup), "loss_scale": any("loss_scale" in n for n in names), "export": export}
     assert all(r["backup"] for r in results.values()), results  # each run was interrupted with a backup ...
-    epochs = re.findall(r"epoch (\d+)/2", result.stdout)  # ... and resumed at epoch 2, not from the beginning
+    epochs = re.findall(r"epoch (\d+)/2", stdout.getvalue())  # ... and resumed at epoch 2, not from the beginning
     assert sorted(epochs) == ["1"] * len(options) + ["2"] * len(options), epochs
     assert [name for name, r in results.items() if r["loss_scale"]] == ["mixed_float16"]  # loss scaling: float16 only
 
