@@ -8,7 +8,7 @@ there, then runs, one after the other, each in a fresh process:
   beam   python -m beam_pipelines.build_shards --input 'DIR/synthetic-N/*.tfrecord' --output_dir DIR/beam-N
   naive  python -m benchmarks.beam --naive ...: one Python loop (tf.data reads every file in
          order, readers.parse_records per 1,000 records, a set for duplicates, then per class the same
-         blocks and files through beam_pipelines.core) into DIR/naive-N
+         blocks and files through the stage modules of beam_pipelines) into DIR/naive-N
 and prints wall time, clips/s, peak memory (RSS of the largest process), the per-clip ratio, and
 whether the two outputs are byte-identical (they must be: same functions, same order).
 Wall times include interpreter and TensorFlow start-up (~5 s each), which the last column removes.
@@ -28,7 +28,7 @@ import time
 
 from benchmarks import common
 
-# numpy, TensorFlow and the Beam job's functions (beam_pipelines.core) are imported where they are used.
+# numpy, TensorFlow and the Beam job's functions (beam_pipelines.clips, read, layout, write) are imported where they are used.
 PYTHON = sys.executable
 
 
@@ -95,11 +95,11 @@ def naive_build(input_pattern: str, output_dir: str, holdout_fraction: float, bl
     import numpy as np
     import tensorflow as tf
 
-    from beam_pipelines import core
+    from beam_pipelines import clips as shard_clips, layout, manifest as shard_manifest, read, write
     from tfdata import readers, schema
 
     files = readers.list_files(input_pattern)
-    threshold = np.uint64(min(core.holdout_threshold(holdout_fraction), 2 ** 64 - 1))
+    threshold = np.uint64(min(shard_clips.holdout_threshold(holdout_fraction), 2 ** 64 - 1))
 
     def record_batches():  # (file index, position, record) in file order, batch_size at a time
         file, position, serialized = [], [], []
@@ -115,28 +115,28 @@ def naive_build(input_pattern: str, output_dir: str, holdout_fraction: float, bl
         if serialized:
             yield file, position, serialized
 
-    stats, rejected, seen, kept_parts = core.empty_stats(), [], set(), []
+    stats, rejected, seen, kept_parts = shard_clips.empty_stats(), [], set(), []
     for file, position, serialized in record_batches():
-        batch = core.parse_batch(serialized, file, position)
+        batch = read.parse_batch(serialized, file, position)
         stats["input_records"] += len(file)
-        bad = np.flatnonzero(batch["reason"] != core.OK)
-        rejected += core.rejections(batch, bad, batch["reason"][bad], files)
-        keep = batch["reason"] == core.OK
+        bad = np.flatnonzero(batch["reason"] != shard_clips.OK)
+        rejected += shard_clips.rejections(batch, bad, batch["reason"][bad], files)
+        keep = batch["reason"] == shard_clips.OK
         for row in np.flatnonzero(keep).tolist():
-            key = core.clip_key(batch["video_id"][row], float(batch["start_time_seconds"][row]))
+            key = shard_clips.clip_key(batch["video_id"][row], float(batch["start_time_seconds"][row]))
             if key in seen:
                 keep[row] = False
-                rejected += core.rejections(batch, [row], ["duplicate"], files)
+                rejected += shard_clips.rejections(batch, [row], ["duplicate"], files)
             seen.add(key)
         holdout = batch["video_hash"] < threshold if holdout_fraction > 0 else np.zeros(len(keep), bool)
-        part = core.take(batch, keep, core.BALANCED_COLUMNS + core.PLAIN_COLUMNS[:-1] + ("video_hash",))
+        part = shard_clips.take(batch, keep, layout.BALANCED_COLUMNS + write.PLAIN_COLUMNS[:-1] + ("video_hash",))
         part["holdout"] = holdout[keep]
         part["record"] = np.where(holdout[keep], batch["record"][keep], None)  # only plain rows keep records
         kept_parts.append(part)
     for entry in rejected:
         stats["rejected_reasons"][entry["reason"]] = stats["rejected_reasons"].get(entry["reason"], 0) + 1
-    clips = core.concat(kept_parts)
-    labels = core.unpack_labels(clips["labels"])  # [N, 527]
+    clips = shard_clips.concat(kept_parts)
+    labels = shard_clips.unpack_labels(clips["labels"])  # [N, 527]
     main = ~clips["holdout"]
     stats["main"] = labels[main].sum(axis=0, dtype=np.int64)
     stats["holdout"] = labels[~main].sum(axis=0, dtype=np.int64)
@@ -147,21 +147,22 @@ def naive_build(input_pattern: str, output_dir: str, holdout_fraction: float, bl
     main_files = []
     for c in range(schema.NUM_CLASSES):
         rows = np.flatnonzero(labels[:, c] & main)
-        main_files += core.write_class_files(output_dir, c, core.take(clips, rows, core.BALANCED_COLUMNS), seed,
+        main_files += layout.write_class_files(output_dir, c, shard_clips.take(clips, rows, layout.BALANCED_COLUMNS), seed,
                                              block_size, min_blocks, blocks_per_file)
     holdout_files = []
     if holdout_fraction > 0:
-        shards = core.plain_shard(clips["video_hash"], num_plain_shards)
+        shards = shard_clips.plain_shard(clips["video_hash"], num_plain_shards)
         for shard in range(num_plain_shards):
             rows = np.flatnonzero(clips["holdout"] & (shards == shard))
             if len(rows):
-                name = core.plain_file_name("holdout", shard, num_plain_shards)
-                core.write_plain_file(output_dir, name, core.take(clips, rows, core.PLAIN_COLUMNS))
+                name = write.plain_file_name("holdout", shard, num_plain_shards)
+                write.write_plain_file(output_dir, name, shard_clips.take(clips, rows, write.PLAIN_COLUMNS))
                 holdout_files.append(name)
     with open(os.path.join(output_dir, "rejected", "rejected.jsonl"), "wb") as f:
-        f.write(core.rejected_lines(rejected))
-    manifest = core.build_manifest(stats, main_files, holdout_files, "rejected/rejected.jsonl", {"naive": True},
-                                   "train", "balanced", block_size, holdout_fraction > 0)
+        f.write(write.rejected_lines(rejected))
+    manifest = shard_manifest.build_manifest(stats, main_files, holdout_files, "rejected/rejected.jsonl",
+                                             {"naive": True}, "train", "balanced", block_size,
+                                             holdout_fraction > 0).to_dict()
     with open(os.path.join(output_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest

@@ -286,14 +286,14 @@ def test_scoring_progress_is_lines_when_not_a_terminal(exported, synthetic_tfrec
 
 def _huge_length_file(path, good_records):
     """Good records, then a header claiming 2**62 bytes with a valid header CRC (TensorFlow's reader crashes)."""
-    from beam_pipelines import core
+    from beam_pipelines import read
 
     with tf.io.TFRecordWriter(str(path)) as w:
         for r in good_records:
             w.write(r)
     header = struct.pack("<Q", 2 ** 62)
     with open(path, "ab") as f:
-        f.write(header + struct.pack("<I", core._masked_crc(header)) + bytes(64))
+        f.write(header + struct.pack("<I", read.masked_crc32c(header)) + bytes(64))
 
 
 @pytest.mark.parametrize("tool", ["evaluate", "predict"])

@@ -130,19 +130,11 @@ def private_uses(root: Path) -> list[str]:
 
 # --- This repository ------------------------------------------------------------------------------------
 
-# Until the beam_pipelines re-cut (issue 16, part 1) lands: its modules still read clips with tfdata.readers
-# (and write with tfdata.fileio), and core.py takes Beam's private CRC helper (_TFRecordUtil).
-_BEAM_RECUT = pytest.mark.xfail(strict=False, reason="beam_pipelines re-cut (issue 16) not merged yet")
-_EXPECTED_TO_FAIL = {"beam_pipelines takes from tfdata only schema and audio"}
-
-
-@pytest.mark.parametrize("rule", [pytest.param(r, marks=_BEAM_RECUT) if r.name in _EXPECTED_TO_FAIL else r
-                                  for r in RULES], ids=lambda r: r.name)
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
 def test_dependencies_point_one_way(rule):
     assert violations(REPO_ROOT, rule) == []
 
 
-@_BEAM_RECUT
 def test_no_module_uses_another_packages_private_names():
     assert private_uses(REPO_ROOT) == []
 
