@@ -13,8 +13,10 @@
    --snapshots checkpoints (the research code's snapshot averaging). Each run is a subprocess running
    exactly the documented commands, printed before it starts. Writes WORK/results/RUN.json (the small
    summary committed under experiments/results/) and WORK/results.md (a table).
-A run named after a research model uses the research recipe (no mixup, no weight averaging); `best`
-uses train.py's defaults (our recipe), and the variants in VARIANTS change one thing of it.
+A run named after a research model uses the research recipe (no mixup, no weight averaging, no input or
+frame dropout, no weight decay); `best` uses train.py's defaults (our recipe), `previous_best` the recipe
+before the regularisers were chosen on eval_a, and the other VARIANTS change one thing of one of them. A
+finished run is reused only while train.py would still train exactly its config.json (defaults change).
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
 their exports into one SavedModel (`python -m models.exporting --average`), evaluated like the others.
 """
@@ -45,10 +47,11 @@ VARIANTS = {"best": (), "best_single_attention": ("--model", "single_attention")
             "previous_best_no_mixup": (*PREVIOUS, "--mixup", "0"),
             "previous_best_dropout_0.5": (*PREVIOUS, "--dropout", str(RESEARCH_DROPOUT)),
             "previous_best_frame_dropout_0.3": ("--input_dropout", "0", "--weight_decay", "0"),
-            "previous_best_input_dropout_0.2": ("--frame_dropout", "0", "--weight_decay", "0")}
+            "previous_best_input_dropout_0.2": ("--frame_dropout", "0", "--weight_decay", "0"),
+            "previous_best_weight_decay_0.1": ("--frame_dropout", "0", "--input_dropout", "0")}
 # Members differ in recipe, model and seed: the more their errors differ, the more the average gains.
-ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", "previous_best_dropout_0.5",
-                    "previous_best_no_mixup")
+ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", "previous_best_input_dropout_0.2",
+                    "previous_best_dropout_0.5", "previous_best_no_mixup")
 SEEDS = {"previous_best_no_mixup": 1, "previous_best_dropout_0.5": 2, "multi_head_attention": 3,
          "best_single_attention": 4}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,7 +141,7 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     if os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
         with open(path) as f:
             done = json.load(f)
-        if all(done.get(k) == v for k, v in summary.items()):
+        if all(done.get(k) == v for k, v in summary.items()) and _same_training(model_dir, args):
             print(f"{run}: finished before, reusing {path}", flush=True)
             return done
     if os.path.exists(os.path.join(model_dir, "saved_model")):  # finished, with other arguments
@@ -160,6 +163,23 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def _same_training(model_dir: str, args: list[str]) -> bool:
+    """Whether model_dir/config.json is the configuration that train.py would train from `args` today (its
+    defaults may have changed since); paths that name the run's own directory do not count."""
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    import train  # no TensorFlow: train.py parses its flags before TensorFlow loads
+
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False
+    ignore = ("model_dir", "export_dir", "snapshots")
+    wanted = train.parse_args(args).to_json()
+    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
 
 
 def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:

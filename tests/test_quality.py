@@ -106,3 +106,22 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
     assert quality.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")} == logs
     assert "single_attention: finished before" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
+    import train
+
+    args = [*quality.train_args("best"), "--train_data", "s", "--model_dir", str(tmp_path / "runs" / "best"), "--seed", "0"]
+    run_dir = tmp_path / "runs" / "best"
+    assert not quality._same_training(str(run_dir), args)  # nothing trained yet
+    run_dir.mkdir(parents=True)
+    saved = train.parse_args(args).to_json() | {"model_dir": "/elsewhere/runs/best"}  # a moved work dir still counts
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    assert quality._same_training(str(run_dir), args)
+    before_a_default_changed = saved | {"weight_decay": 0.0}
+    (run_dir / "config.json").write_text(json.dumps(before_a_default_changed))
+    assert not quality._same_training(str(run_dir), args)
+    (run_dir / "config.json").write_text(json.dumps(saved | {"model": saved["model"] | {"frame_dropout": 0.0}}))
+    assert not quality._same_training(str(run_dir), args)
+    (run_dir / "config.json").write_text("{not json")
+    assert not quality._same_training(str(run_dir), args)
