@@ -60,7 +60,7 @@ from tfdata import schema
 
 # Beam, TensorFlow and the stages are imported where they are used: --help does not wait for them.
 
-# Chosen by measurement on 2 cores (BUILD.md, "Beam runner modes"); only used when the pipeline
+# Chosen by measurement on 2 cores (docs/benchmarks.md, "Beam runner modes"); only used when the pipeline
 # options name no runner (or the DirectRunner) and no running mode.
 DEFAULT_DIRECT_OPTIONS = ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
 LOCK_FILE = ".build_shards.lock"

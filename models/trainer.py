@@ -1,4 +1,4 @@
-"""Training: config -> strategy -> data -> model -> Keras fit -> SavedModel export (chief only)."""
+"""Training: config -> strategy -> data -> model -> Keras fit -> SavedModel export (every worker exports; the chief's is kept)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks.serving end to end with a tiny model (the figures themselves are in BUILD.md, never asserted)."""
+"""benchmarks.serving end to end with a tiny model (the figures themselves are in docs/benchmarks.md, never asserted)."""
 
 import json
 

@@ -21,7 +21,7 @@ from tfdata import readers, schema
 MANIFEST = schema.MANIFEST_FILE
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
-READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (BUILD.md, "Benchmarks")
+READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (docs/benchmarks.md, "Input pipeline")
 
 
 ShardsError = schema.ShardsError
