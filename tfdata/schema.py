@@ -494,7 +494,7 @@ def encode_sequence_example(video_id: bytes, start_time_seconds: float, num_fram
 # fill the last block of a small class), so that the reader moves large byte
 # strings instead of single clips. A block is raw bytes, not a tf.train.Example,
 # so that one decode_raw and three slices decode a batch of blocks (2.5x faster
-# than parse_example; docs/benchmarks.md, "Input pipeline"):
+# than parse_example; docs/design.md, "On-disk formats"):
 #   class_index  uint32 little-endian    4 bytes
 #   num_frames   uint8 [K]               K bytes
 #   labels       uint8 [K, 66]           np.packbits of the multi-hot [K, 528] (big-endian bits)
