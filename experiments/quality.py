@@ -50,10 +50,11 @@ VARIANTS = {"best": (), "best_single_attention": ("--model", "single_attention")
             "previous_best_input_dropout_0.2": ("--frame_dropout", "0", "--weight_decay", "0"),
             "previous_best_weight_decay_0.1": ("--frame_dropout", "0", "--input_dropout", "0")}
 # Members differ in recipe, model and seed: the more their errors differ, the more the average gains.
-ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", "previous_best_input_dropout_0.2",
-                    "previous_best_dropout_0.5", "previous_best_no_mixup")
+ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", "previous_best_dropout_0.5",
+                    "previous_best_no_mixup")
 SEEDS = {"previous_best_no_mixup": 1, "previous_best_dropout_0.5": 2, "multi_head_attention": 3,
          "best_single_attention": 4}
+BASELINE = "previous_best"  # every run's mAP is also given as a paired difference from this run's
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -121,6 +122,8 @@ def run_quality(config: QualityConfig) -> list[dict]:
             summaries.append(_ensemble(config, work, members))
         else:
             summaries.append(_trained(config, work, run))
+    for summary in summaries:
+        _compare(work, summary, BASELINE)
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(table(summaries))
     return summaries
@@ -163,6 +166,25 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def _compare(work: str, summary: dict, baseline: str) -> None:
+    """Adds to `summary` (and its RUN.json) its mAP minus the baseline run's on the same validation clips, with
+    the paired 95% bootstrap interval (models.metrics.bootstrap_difference), when both were evaluated here."""
+    import numpy as np
+
+    from models import metrics
+
+    paths = [os.path.join(work, "results", name, "scores.npz") for name in (summary["run"], baseline)]
+    if summary["run"] == baseline or not all(os.path.exists(p) for p in paths):
+        return
+    run, base = (np.load(p) for p in paths)
+    if not (np.array_equal(run["video_id"], base["video_id"]) and np.array_equal(run["labels"], base["labels"])):
+        return  # scored on other clips: no paired comparison
+    difference = metrics.bootstrap_difference(run["labels"], run["scores"], base["scores"])
+    summary[f"vs_{baseline}"] = [round(v, 4) for v in difference]
+    with open(os.path.join(work, "results", f"{summary['run']}.json"), "w") as f:
+        json.dump(summary, f, indent=1)
 
 
 def _same_training(model_dir: str, args: list[str]) -> bool:
@@ -221,13 +243,16 @@ def _evaluate(config: QualityConfig, work: str, name: str, models: list[str]) ->
 
 
 def table(summaries: list[dict]) -> str:
-    rows = ["| run | mAP (95% interval) | AUC | d-prime | mAP, snapshots averaged | training time | train.py arguments |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [f"| run | mAP (95% interval) | minus {BASELINE}'s (paired 95% interval) | AUC | d-prime | "
+            "mAP, snapshots averaged | training time | train.py arguments |", "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         final, snap = s["final"], s.get("snapshots")
         snap_text = f"{snap['mAP']:.3f} ({snap['num_models']} snapshots)" if snap else "n/a"
         low, high = final.get("mAP_95_interval") or (float("nan"), float("nan"))
-        rows.append(f"| {s['run']} | {final['mAP']:.3f} ({low:.3f}-{high:.3f}) | {final['AUC']:.3f} | {final['d_prime']:.3f} | {snap_text} "
+        versus = s.get(f"vs_{BASELINE}")
+        versus_text = f"{versus[0]:+.4f} ({versus[1]:+.4f} to {versus[2]:+.4f})" if versus else "n/a"
+        rows.append(f"| {s['run']} | {final['mAP']:.3f} ({low:.3f}-{high:.3f}) | {versus_text} | {final['AUC']:.3f} "
+                    f"| {final['d_prime']:.3f} | {snap_text} "
                     f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {s['steps']}` |")
     return "\n".join(rows) + "\n"
 

@@ -88,3 +88,21 @@ def test_bootstrap_interval_is_centred_calibrated_and_narrows_with_more_clips():
     assert 0.6 < (high - low) / (2 * 1.96 * independent) < 1.6
     big_low, big_high = metrics.bootstrap_map(*draw(6000), resamples=100)
     assert 0 < big_high - big_low < (high - low) / 2  # ~1/sqrt(10) as wide
+
+
+def test_paired_difference_is_exact_and_narrower_than_the_two_intervals():
+    """A small real gain on the same clips: the paired interval excludes 0 where the separate ones overlap."""
+    rng = np.random.default_rng(7)
+    labels = rng.random([800, 20]) < 0.05
+    noise = rng.random([800, 20])
+    baseline = noise + 0.5 * labels
+    better = noise + 0.53 * labels  # the same clips' scores, the positives lifted a little more
+    difference, low, high = metrics.bootstrap_difference(labels, better, baseline, resamples=200)
+    assert difference == pytest.approx(metrics.compute(labels, better).mAP - metrics.compute(labels, baseline).mAP,
+                                       abs=1e-6)
+    assert low < difference < high and (low + high) / 2 == pytest.approx(difference, abs=1e-9)
+    assert low > 0, (low, high)
+    separate_low, _ = metrics.bootstrap_map(labels, better, resamples=200)
+    _, baseline_high = metrics.bootstrap_map(labels, baseline, resamples=200)
+    assert separate_low < baseline_high  # the separate intervals overlap: they could not tell
+    assert metrics.bootstrap_difference(labels, baseline, baseline, resamples=20) == (0.0, 0.0, 0.0)

@@ -125,3 +125,29 @@ def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_confi
     assert not quality._same_training(str(run_dir), args)
     (run_dir / "config.json").write_text("{not json")
     assert not quality._same_training(str(run_dir), args)
+
+
+def test_each_run_is_compared_with_the_baseline_on_the_same_clips(tmp_path):
+    import numpy as np
+
+    from models import metrics
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random([300, 8]) < 0.1).astype(np.uint8)
+    ids = np.array([f"v{i}" for i in range(300)])
+    scores = {"previous_best": rng.random([300, 8]), "best": rng.random([300, 8]) + 0.3 * labels}
+    for run, s in scores.items():
+        (tmp_path / "results" / run).mkdir(parents=True)
+        np.savez(tmp_path / "results" / run / "scores.npz", video_id=ids, labels=labels, scores=s)
+    summary = {"run": "best"}
+    quality._compare(str(tmp_path), summary, "previous_best")
+    expected = metrics.bootstrap_difference(labels, scores["best"], scores["previous_best"])
+    assert summary["vs_previous_best"] == [round(v, 4) for v in expected] and expected[1] > 0
+    assert json.loads((tmp_path / "results" / "best.json").read_text())["vs_previous_best"] == summary["vs_previous_best"]
+    baseline = {"run": "previous_best"}
+    quality._compare(str(tmp_path), baseline, "previous_best")
+    assert "vs_previous_best" not in baseline
+    np.savez(tmp_path / "results" / "best" / "scores.npz", video_id=ids[::-1], labels=labels, scores=scores["best"])
+    other_clips = {"run": "best"}
+    quality._compare(str(tmp_path), other_clips, "previous_best")
+    assert "vs_previous_best" not in other_clips
