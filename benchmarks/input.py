@@ -33,13 +33,10 @@ def parse_single(record) -> tuple:
 
     from tfdata import schema
 
-    context = {schema.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-               schema.START_TIME_KEY: tf.io.FixedLenFeature([], tf.float32),
-               schema.LABELS_KEY: tf.io.VarLenFeature(tf.int64)}
-    frames = {schema.EMBEDDING_KEY: tf.io.FixedLenSequenceFeature([], tf.string)}
-    c, f = tf.io.parse_single_sequence_example(record, context_features=context, sequence_features=frames)
+    c, f = tf.io.parse_single_sequence_example(record, context_features=schema.context_features(),
+                                               sequence_features=schema.sequence_features(padded=True))
     embedding = tf.io.decode_raw(f[schema.EMBEDDING_KEY], tf.uint8)  # [T, 128]
-    return c[schema.VIDEO_ID_KEY], embedding, tf.sparse.to_dense(c[schema.LABELS_KEY])
+    return c[schema.VIDEO_ID_KEY], embedding, c[schema.LABELS_KEY]
 
 
 def research_generator(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
@@ -94,8 +91,10 @@ def prepare(work_dir: str, num_clips: int, seed: int = 0) -> tuple[str, str]:
     """Synthetic AudioSet and its Beam shards under work_dir, built once: (data dir, shards dir)."""
     import tensorflow as tf
 
+    from tfdata import schema
+
     data, shards = os.path.join(work_dir, f"audioset-{num_clips}"), os.path.join(work_dir, f"shards-{num_clips}")
-    if not tf.io.gfile.exists(os.path.join(data, "class_labels_indices.csv")):
+    if not tf.io.gfile.exists(os.path.join(data, schema.CLASS_LABELS_FILE)):
         subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", data, "--num_clips", str(num_clips),
                         "--seed", str(seed)], check=True)
     if not tf.io.gfile.exists(os.path.join(shards, "manifest.json")):

@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from tfdata import readers, schema
 
-CLASS_LABELS_ASSET = "class_labels_indices.csv"
 PROGRESS_SECONDS = 30  # a progress line this often when stderr is not a terminal
 _NOT_A_SEQUENCE_EXAMPLE = schema.REASON_CODES.index("not_a_sequence_example")
 
@@ -55,7 +54,7 @@ def load_saved_model(path: str):
 def class_names(saved_model_dir: str) -> tuple[str, ...]:
     """The display names exported with the model (its class_labels_indices.csv asset)."""
     _check_saved_model(saved_model_dir)
-    return schema.read_class_labels(os.path.join(saved_model_dir, "assets", CLASS_LABELS_ASSET)).names
+    return schema.read_class_labels(os.path.join(saved_model_dir, "assets", schema.CLASS_LABELS_FILE)).names
 
 
 @dataclasses.dataclass

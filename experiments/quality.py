@@ -36,6 +36,7 @@ import sys
 import time
 
 from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT  # no TensorFlow: --help is fast
+from tfdata.schema import CLASS_LABELS_FILE
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", str(RESEARCH_DROPOUT),
@@ -87,7 +88,7 @@ def _class_labels(config: QualityConfig) -> str:
         return config.class_labels
     base = os.path.dirname(config.input.split(",")[0])
     for candidate in (base, os.path.dirname(base)):
-        path = os.path.join(candidate, "class_labels_indices.csv")
+        path = os.path.join(candidate, CLASS_LABELS_FILE)
         if os.path.exists(path):
             return path
     raise FileNotFoundError(f"no class_labels_indices.csv beside {base}; pass --class_labels")
