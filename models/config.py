@@ -46,8 +46,8 @@ class ModelConfig:
 
     @classmethod
     def yu2018(cls, name: str = "multi_attention") -> "ModelConfig":
-        """Yu et al. 2018's trunk: input BatchNorm, 600 units, dropout 0.4."""
-        return cls(name=name, hidden_units=600, dropout=0.4, input_batchnorm=True)
+        """Yu et al. 2018's trunk: input BatchNorm, 600 units, dropout 0.4 (no input or frame dropout)."""
+        return cls(name=name, hidden_units=600, dropout=0.4, input_batchnorm=True, input_dropout=0.0, frame_dropout=0.0)
 
 
 @dataclasses.dataclass(frozen=True)

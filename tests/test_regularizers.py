@@ -58,7 +58,9 @@ def test_bad_optimiser_options_are_refused_with_the_flag_name(field, value, flag
 
 
 def test_a_config_json_from_before_the_regularisers_resumes_as_it_was(tmp_path):
-    config = model_config.TrainConfig(str(tmp_path), str(tmp_path))
+    # An earlier run trained what the fields' absence meant: no weight decay, no input or frame dropout.
+    config = model_config.TrainConfig(str(tmp_path), str(tmp_path), weight_decay=0.0,
+                                      model=model_config.ModelConfig(input_dropout=0.0, frame_dropout=0.0))
     old = config.to_json()
     for key in ("weight_decay", "label_smoothing"):
         del old[key]
@@ -66,7 +68,7 @@ def test_a_config_json_from_before_the_regularisers_resumes_as_it_was(tmp_path):
         del old["model"][key]
     (tmp_path / "config.json").write_text(json.dumps(old))
     trainer.check_resume(config)  # the same run: resumes
-    changed = model_config.TrainConfig(str(tmp_path), str(tmp_path), weight_decay=0.1)
+    changed = model_config.TrainConfig(str(tmp_path), str(tmp_path), weight_decay=0.1, model=config.model)
     with pytest.raises(model_config.ConfigError, match="weight_decay"):
         trainer.check_resume(changed)
 

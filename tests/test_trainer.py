@@ -92,8 +92,8 @@ def _losses(stdout):
 
 @pytest.mark.slow
 def test_default_and_mirrored_follow_the_same_trajectory_and_validation(shards, tmp_path):
-    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--model", "single_attention", "--mixup", "0",
-            "--eval_data", str(shards / "holdout")]
+    args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--input_dropout", "0", "--frame_dropout", "0",
+            "--model", "single_attention", "--mixup", "0", "--eval_data", str(shards / "holdout")]  # no random masks
     default = _train(shards, tmp_path / "default", *args)
     # Two logical CPUs exist only in a process that sets them up before TensorFlow starts.
     mirrored = _train_subprocess(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
@@ -468,7 +468,8 @@ def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(s
                 raise Interrupted()
 
     common = ["--steps", "4", "--steps_per_epoch", "2", "--model", "feature_attention", "--ema", "0",
-              "--learning_rate", "0.01", "--dropout", "0"]  # XLA draws other dropout masks from the same seed
+              "--learning_rate", "0.01", "--dropout", "0", "--input_dropout", "0", "--frame_dropout", "0"]
+    # (XLA draws other dropout masks from the same seed)
     options = {"float32": [], "jit_compile": ["--jit_compile"], "steps_per_execution": ["--steps_per_execution", "2"],
                "mixed_float16": ["--precision", "mixed_float16"], "mixed_bfloat16": ["--precision", "mixed_bfloat16"]}
     # Each run --steps 4 --steps_per_epoch 2 is interrupted after its first epoch, then run again: it resumes.
