@@ -35,7 +35,8 @@ import subprocess
 import sys
 import time
 
-from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT  # no TensorFlow: --help is fast
+# No TensorFlow: --help is fast.
+from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT, parse_args
 from tfdata.schema import CLASS_LABELS_FILE
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
@@ -191,17 +192,13 @@ def _compare(work: str, summary: dict, baseline: str) -> None:
 def _same_training(model_dir: str, args: list[str]) -> bool:
     """Whether model_dir/config.json is the configuration that train.py would train from `args` today (its
     defaults may have changed since); paths that name the run's own directory do not count."""
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    import train  # no TensorFlow: train.py parses its flags before TensorFlow loads
-
     try:
         with open(os.path.join(model_dir, "config.json")) as f:
             saved = json.load(f)
     except (OSError, ValueError):
         return False
     ignore = ("model_dir", "export_dir", "snapshots")
-    wanted = train.parse_args(args).to_json()
+    wanted = parse_args(args).to_json()
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
 
 

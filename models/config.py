@@ -3,8 +3,10 @@ command-line tools can parse their flags and print --help before TensorFlow load
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import sys
 
 # models.zoo.REGISTRY holds one builder per name, in this order.
 MODEL_NAMES = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention",
@@ -124,3 +126,55 @@ def validate(config: TrainConfig) -> list[str]:
          "--steps_per_execution must be positive and divide --steps and --steps_per_epoch"),
     ]
     return [message for ok, message in checks if not ok]
+
+
+TRAIN_DESCRIPTION = "Trains an AudioSet classifier on balanced shards and exports a SavedModel."
+_TYPES = {"int": int, "float": float, "str": None}  # field annotation -> argparse type (None: the string)
+
+
+def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    """One flag from a config field: its name (or metadata["flag"]), default, type and help from the field;
+    a bool field is a switch (its default is False)."""
+    options = dict(field.metadata)
+    names = [options.pop("flag", f"--{field.name}"), *options.pop("aliases", ())]
+    if field.default is dataclasses.MISSING:
+        options["required"] = True
+    elif field.type == "bool":
+        options["action"] = "store_true"
+    else:
+        options["default"] = field.default
+        options["type"] = _TYPES[field.type.split(" | ")[0]]
+    parser.add_argument(*names, dest=names[0][2:], **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """TrainConfig's fields as flags, in its order, with --model (ModelConfig.name) in place of the model and
+    the model's other fields last; only --mixed_precision, a deprecated alias, is not a field."""
+    p = argparse.ArgumentParser(description=TRAIN_DESCRIPTION, allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model_fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    for field in dataclasses.fields(TrainConfig):
+        _add_flag(p, model_fields.pop("name") if field.name == "model" else field)
+        if field.name == "precision":
+            p.add_argument("--mixed_precision", action="store_true",
+                           help="deprecated: the same as --precision mixed_float16")
+    for field in model_fields.values():
+        _add_flag(p, field)
+    return p
+
+
+def parse_args(argv: list[str]) -> TrainConfig:
+    """train.py's command line -> the TrainConfig it trains (argparse exits with a usage error on bad flags)."""
+    p = build_parser()
+    a = vars(p.parse_args(argv))
+    if a.pop("mixed_precision"):
+        if a["precision"] not in (TrainConfig.precision, "mixed_float16"):
+            p.error(f"--mixed_precision (deprecated) means --precision mixed_float16, not {a['precision']}")
+        print("warning: --mixed_precision is deprecated; use --precision mixed_float16", file=sys.stderr)
+        a["precision"] = "mixed_float16"
+    model = ModelConfig(name=a.pop("model"), **{f.name: a.pop(f.name) for f in dataclasses.fields(ModelConfig)
+                                                 if f.name != "name"})
+    try:  # TrainConfig validates every number (models.config.validate)
+        return TrainConfig(model=model, **a)
+    except ConfigError as e:
+        p.error(str(e))
