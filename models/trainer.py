@@ -204,6 +204,16 @@ class GlobalStepTensorBoard(keras.callbacks.TensorBoard):
         super()._log_epoch_metrics(int(self.model.optimizer.iterations.numpy()), logs)
 
 
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam at --learning_rate (constant, or cosine-decayed to 0 over --steps), with decoupled weight decay
+    (each step w -= learning_rate * weight_decay * w) and an EMA of the weights when --ema > 0."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
+    return keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None,
+                                 use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
+
+
 def train(config: TrainConfig) -> str | None:
     """Trains to config.steps (resuming from DIR/backup if a run was interrupted); returns the export dir
     (None on a non-chief worker)."""
@@ -237,12 +247,7 @@ def train(config: TrainConfig) -> str | None:
 
     with strategy.scope():
         model = zoo.build(config.model)
-        learning_rate = config.learning_rate
-        if config.lr_schedule == "cosine":
-            learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None,
-                                          use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
-        model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+        model.compile(optimizer=make_optimizer(config), loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
                       jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
