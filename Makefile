@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py
 
 # Two pytest workers (pytest-xdist), each taking whole modules (a module's shared fixtures are built once),
 # in the order tests/conftest.py gives them: the longest modules first, not xdist's most-tests-first
-# (docs/benchmarks.md: about 1.7 times as fast as one process on 2 cores).
+# (docs/benchmarks.md: about 1.6 times as fast as one process on 2 cores).
 XDIST := -n 2 --dist loadscope --no-loadscope-reorder
 
 # Every test (CI: .ci/run).
