@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:  # a truncated or unfinished manifest
                 raise ValueError(f"{args.train_manifest}: not a valid manifest ({e}); rebuild the shards") from None
         names = scoring.class_names(saved_models[0])
-        scored = scoring.score(saved_models, datasets.eval_files(args.data), args.batch_size)
+        scored = scoring.score(saved_models, datasets.eval_files(args.data), args.batch_size, progress=sys.stderr)
         result = metrics.compute(scored.labels, scored.scores)
         interval = (metrics.bootstrap_map(scored.labels, scored.scores, args.bootstrap)
                     if args.bootstrap else None)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
         print(f"error: {readers.error_message(e)}", file=sys.stderr)
         return 1
-    report.print_table(result, names)
+    report.print_table(result, names, sys.stdout)  # the streams of now, not of import time
     if interval:
         print(f"mAP 95% interval {interval[0]:.4f} - {interval[1]:.4f} "
               f"(bootstrap over the {result.num_clips} clips, {args.bootstrap} resamples)")

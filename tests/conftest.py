@@ -15,6 +15,16 @@ from tests.vggish_fixtures import classifier_dir, embedder, vggish_files, wavefo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIOSET = REPO_ROOT.parent / "shared" / "data" / "audioset"
+# The modules that take longest, longest first (the last two: of those that make test-fast runs). They run
+# first, so that on two xdist workers (a module per worker at a time) none is left running alone at the end.
+LONGEST_MODULES = ("test_trainer.py", "test_quality.py", "test_quickstart.py", "test_benchmarks_all.py",
+                   "test_evaluation.py", "test_benchmarks_training.py", "test_portable_runner.py", "test_zoo.py",
+                   "test_exporting.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: LONGEST_MODULES.index(item.path.name) if item.path.name in LONGEST_MODULES
+               else len(LONGEST_MODULES))  # stable: the other modules keep their order
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,12 @@ def exported(tmp_path_factory, synthetic_tfrecords):
     return out, clips, expected
 
 
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """The export, loaded once for the tests that only call its signatures."""
+    return tf.saved_model.load(exported[0])
+
+
 def _fresh_process(script, tmp_path):
     """Runs `script` with only TensorFlow: the project's packages are made unimportable."""
     prelude = "import sys\nfor name in ('tfdata', 'models', 'beam_pipelines'):\n    sys.modules[name] = None\n"
@@ -64,11 +70,9 @@ def test_both_signatures_reproduce_the_keras_scores_in_a_fresh_process(exported,
     assert result["asset"].startswith("0,/m/synthetic000")
 
 
-def test_a_long_recording_is_one_request(exported):
-    path, clips, _ = exported
-    model = tf.saved_model.load(path)
-    sixty = np.tile(clips["embedding"][5], [6, 1])[None]  # [1, 60, 128]
-    scores = model.signatures["serving_default"](embedding=tf.constant(sixty))["scores"]
+def test_a_long_recording_is_one_request(exported, loaded):
+    sixty = np.tile(exported[1]["embedding"][5], [6, 1])[None]  # [1, 60, 128]
+    scores = loaded.signatures["serving_default"](embedding=tf.constant(sixty))["scores"]
     assert scores.shape == (1, 527)
 
 
@@ -77,11 +81,10 @@ def test_a_long_recording_is_one_request(exported):
     ("serving_default", np.zeros([2, 10, 64], np.uint8), "128"),
     ("serve_examples", np.zeros([2], np.float32), "string"),
 ])
-def test_wrong_dtype_or_shape_fails_clearly(exported, signature, value, message):
-    model = tf.saved_model.load(exported[0])
+def test_wrong_dtype_or_shape_fails_clearly(loaded, signature, value, message):
     name = "embedding" if signature == "serving_default" else "examples"
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)) as error:
-        model.signatures[signature](**{name: tf.constant(value)})
+        loaded.signatures[signature](**{name: tf.constant(value)})
     assert message in str(error.value)
 
 
@@ -127,21 +130,19 @@ def _example_with_frames(frames):
     ([bytes(128)] * 9 + [bytes(129)], "must be 128 bytes; example] [1] [has a frame of] [129]"),
     ([bytes(1280)], "must be 128 bytes; example] [1] [has a frame of] [1280]"),
 ])
-def test_serve_examples_refuses_a_clip_without_frames_or_a_frame_of_another_length(exported, frames, message):
-    model = tf.saved_model.load(exported[0])
+def test_serve_examples_refuses_a_clip_without_frames_or_a_frame_of_another_length(loaded, frames, message):
     good = _example_with_frames([bytes(range(128))] * 10)
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
-        model.signatures["serve_examples"](examples=tf.constant([good, _example_with_frames(frames)]))
+        loaded.signatures["serve_examples"](examples=tf.constant([good, _example_with_frames(frames)]))
     assert message in error.value.message, error.value.message
-    scores = model.signatures["serve_examples"](examples=tf.constant([good]))["scores"].numpy()
+    scores = loaded.signatures["serve_examples"](examples=tf.constant([good]))["scores"].numpy()
     assert np.isfinite(scores).all()
 
 
-def test_serving_default_refuses_zero_frames(exported):
-    model = tf.saved_model.load(exported[0])
+def test_serving_default_refuses_zero_frames(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="every clip needs at least one frame"):
-        model.signatures["serving_default"](embedding=tf.zeros([2, 0, 128], tf.uint8))
-    empty = model.signatures["serving_default"](embedding=tf.zeros([0, 10, 128], tf.uint8))["scores"]
+        loaded.signatures["serving_default"](embedding=tf.zeros([2, 0, 128], tf.uint8))
+    empty = loaded.signatures["serving_default"](embedding=tf.zeros([0, 10, 128], tf.uint8))["scores"]
     assert empty.shape == (0, 527)
 
 

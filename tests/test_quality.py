@@ -41,23 +41,24 @@ def test_validation_is_the_eval_input_else_a_holdout():
 
 @pytest.fixture
 def commands_in_process(monkeypatch):
-    """The quality command's train.py and build_shards commands run in this process (TensorFlow loads once),
-    each checked to be a command that a subprocess would run; the others (evaluate.py, whose module
-    evaluation binds sys.stdout and sys.stderr at import, and models.exporting --average) in a
-    subprocess as before."""
+    """The quality command's commands (train.py, evaluate.py, build_shards, models.exporting --average) run
+    in this process (TensorFlow loads once), each checked to be a command that a subprocess would run."""
+    import evaluate
     import train
     from beam_pipelines import build_shards
+    from models import exporting
 
-    mains = {("train.py",): train.main, ("-m", "beam_pipelines.build_shards"): build_shards.main}
+    mains = {("train.py",): train.main, ("evaluate.py",): evaluate.main,
+             ("-m", "beam_pipelines.build_shards"): build_shards.main, ("-m", "models.exporting"): exporting.main}
 
-    def run(command, cwd, stdout, stderr, **kwargs):
+    def run(command, cwd, stdout, stderr):
         for head, main in mains.items():
             if tuple(command[1:1 + len(head)]) == head:
                 assert command[0] == sys.executable and stderr == subprocess.STDOUT, command
                 assert head[0] == "-m" or os.path.isfile(os.path.join(cwd, head[0])), (cwd, command)
                 with in_process.isolated(stdout, stdout):
                     return subprocess.CompletedProcess(command, in_process.exit_status(main, command[1 + len(head):]))
-        return subprocess.run(command, cwd=cwd, stdout=stdout, stderr=stderr, **kwargs)
+        raise AssertionError(f"a command the quality tests do not know: {command}")
 
     monkeypatch.setattr(quality, "subprocess", types.SimpleNamespace(run=run, STDOUT=subprocess.STDOUT))
 

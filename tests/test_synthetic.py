@@ -68,12 +68,13 @@ def test_weak_labels_short_sounds_are_only_in_some_frames():
 
 @pytest.mark.slow
 def test_same_seed_same_bytes_in_separate_processes(tmp_path):
-    def digest(out):
-        subprocess.run([sys.executable, "-m", "tfdata.synthetic", "--output_dir", str(out), "--num_clips", "300",
-                        "--seed", "5"], check=True, cwd=REPO_ROOT, capture_output=True)
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
-
-    runs = [digest(tmp_path / name) for name in ("a", "b")]
+    outs = [tmp_path / name for name in ("a", "b")]
+    command = [sys.executable, "-m", "tfdata.synthetic", "--num_clips", "300", "--seed", "5", "--output_dir"]
+    procs = [subprocess.Popen(command + [str(out)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for out in outs]  # the two processes side by side
+    logs = [p.communicate()[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    runs = [{p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())} for out in outs]
     assert "class_labels_indices.csv" in runs[0] and len(runs[0]) > 10
     for run in runs[1:]:
         assert run.keys() == runs[0].keys()
@@ -91,8 +92,11 @@ def test_encoded_clip_bytes_do_not_depend_on_the_process():
     code = ("import hashlib, numpy as np; from tfdata import schema; "
             "print(hashlib.sha256(schema.encode_sequence_example(b'vid', 30.0, 2, [3, 1], "
             "np.arange(1280, dtype=np.uint8).reshape(10, 128) % 251)).hexdigest())")
-    digests = {subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, capture_output=True,
-                              text=True).stdout.strip() for _ in range(4)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]  # the four side by side
+    outputs = [p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    digests = {out.strip() for out, _ in outputs}
     assert len(digests) == 1, digests
 
 

@@ -42,10 +42,18 @@ def _train(shards, model_dir, *extra) -> in_process.Run:
     return _main(_argv(shards, model_dir, *extra))
 
 
-def _train_subprocess(shards, model_dir, *extra, timeout=300) -> in_process.Run:
-    result = subprocess.run([sys.executable, "train.py", *_argv(shards, model_dir, *extra)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=timeout)
-    return in_process.Run(result.returncode, result.stdout, result.stderr)
+def _start_subprocess(shards, model_dir, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", *_argv(shards, model_dir, *extra)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> in_process.Run:
+    stdout, stderr = proc.communicate(timeout=300)
+    return in_process.Run(proc.returncode, stdout, stderr)
+
+
+def _train_subprocess(shards, model_dir, *extra) -> in_process.Run:
+    return _finish(_start_subprocess(shards, model_dir, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +102,10 @@ def _losses(stdout):
 def test_default_and_mirrored_follow_the_same_trajectory_and_validation(shards, tmp_path):
     args = ["--steps", "4", "--steps_per_epoch", "1", "--dropout", "0", "--input_dropout", "0", "--frame_dropout", "0",
             "--model", "single_attention", "--mixup", "0", "--eval_data", str(shards / "holdout")]  # no random masks
+    # Two logical CPUs exist only in a process that sets them up before TensorFlow starts (it runs beside this one).
+    mirrored = _start_subprocess(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
     default = _train(shards, tmp_path / "default", *args)
-    # Two logical CPUs exist only in a process that sets them up before TensorFlow starts.
-    mirrored = _train_subprocess(shards, tmp_path / "mirrored", *args, "--strategy", "mirrored", "--cpu_replicas", "2")
+    mirrored = _finish(mirrored)
     assert default.returncode == 0, default.stderr[-3000:]
     assert mirrored.returncode == 0, mirrored.stderr[-3000:]
     a, b = _losses(default.stdout), _losses(mirrored.stdout)
