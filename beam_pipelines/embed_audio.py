@@ -180,7 +180,7 @@ class _EmbedFile(beam.DoFn):
         self._embedder = None
 
     def setup(self):
-        from models import vggish
+        from tfdata import vggish
 
         self._embedder = vggish.Embedder.from_files(*self._files)  # once per worker: ~277 MB of weights
 
@@ -364,7 +364,7 @@ def run(argv: list[str] | None = None) -> dict:
     input matches nothing, a VGGish file or the labels are unusable, or the output is not empty."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from models import vggish
+    from tfdata import vggish
 
     config, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -3,7 +3,7 @@
     python -m benchmarks vggish [--seconds 60] [--batch 1] [--repeats 3] [--threads 0]
         [--vggish_checkpoint CKPT --pca_params NPZ] [--json OUT.json]
 
-Times models.vggish.Embedder (what embed_audio and serve_waveform run, resampling excluded) on
+Times tfdata.vggish.Embedder (what embed_audio and serve_waveform run, resampling excluded) on
 noise at 16 kHz, after one warm-up call; the weights are random unless the released files are given
 (the speed does not depend on them). Prints one JSON line (the benchmarks.common envelope).
 """
@@ -20,10 +20,10 @@ from benchmarks import common
 
 
 def build(checkpoint: str | None, pca_params: str | None):
-    """models.vggish.Embedder from Google's files, or with random weights and an identity PCA."""
+    """tfdata.vggish.Embedder from Google's files, or with random weights and an identity PCA."""
     import numpy as np
 
-    from models import vggish
+    from tfdata import vggish
 
     if checkpoint:
         return vggish.Embedder.from_files(checkpoint, pca_params)

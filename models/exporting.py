@@ -18,7 +18,7 @@ scores (an ensemble that serves like a single model).
     python -m models.exporting --audio DIR --vggish_checkpoint vggish_model.ckpt \
         --pca_params vggish_pca_params.npz --output OUT
 
-writes one SavedModel that keeps DIR's two signatures and adds VGGish in front of them (models.vggish):
+writes one SavedModel that keeps DIR's two signatures and adds VGGish in front of them (tfdata.vggish):
 - serve_waveform(waveform: float32 [None, None], 16 kHz mono in [-1, 1], at least 15,600 samples)
   -> {"scores": float32 [B, 527]: the classifier on all T examples of each waveform at once (the
       models pool over any number of frames, so a 60-s waveform is 62 frames, no 10-s windows),
@@ -219,7 +219,7 @@ class WaveformModule(_Labelled):
 
 def export_audio(classifier_dir: str, vggish_checkpoint: str, pca_params: str, export_dir: str) -> str:
     """One SavedModel: classifier_dir's signatures plus serve_waveform (VGGish from Google's files)."""
-    from models import vggish
+    from tfdata import vggish
 
     embedder = vggish.Embedder.from_files(vggish_checkpoint, pca_params)
     module = WaveformModule(tf.saved_model.load(classifier_dir), embedder,
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_audio(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from models import vggish
+    from tfdata import vggish
 
     if not (args.vggish_checkpoint and args.pca_params):
         parser.error("--audio needs --vggish_checkpoint and --pca_params (Google's VGGish files; see README)")

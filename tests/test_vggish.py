@@ -1,4 +1,4 @@
-"""models.vggish: the network, checkpoint loading and postprocessing against an independent NumPy VGGish."""
+"""tfdata.vggish: the network, checkpoint loading and postprocessing against an independent NumPy VGGish."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import vggish
+from tfdata import vggish
 from tests import vggish_reference as ref
 from tfdata import audio
 

@@ -14,7 +14,7 @@ def vggish_files(tmp_path_factory) -> vggish_reference.Files:
 
 @pytest.fixture(scope="session")
 def embedder(vggish_files):
-    from models import vggish
+    from tfdata import vggish
 
     return vggish.Embedder.from_files(vggish_files.checkpoint, vggish_files.pca_params)
 

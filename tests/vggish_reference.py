@@ -1,6 +1,6 @@
 """An independent NumPy (float64) VGGish, written from the algorithm in issue #13, and random weights.
 
-Shares no code with tfdata.audio or models.vggish: the tests compare the two.
+Shares no code with tfdata.audio or tfdata.vggish: the tests compare the two.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AudioSet wire format, readers, synthetic data and the tf.data input."""
+"""AudioSet wire format, readers, synthetic data, the tf.data input and the audio front end (log-mel, VGGish)."""
 
 import os
 
