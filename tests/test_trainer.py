@@ -515,3 +515,34 @@ def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(s
     differences = {name: float(np.abs(scores(name) - reference).max()) for name in OPTION_TOLERANCE}
     assert all(differences[name] <= tolerance for name, tolerance in OPTION_TOLERANCE.items()), differences
     assert differences["mixed_float16"] > 0 and differences["mixed_bfloat16"] > 0, differences  # they took effect
+
+
+def test_a_config_json_from_before_the_regularisers_resumes_as_it_was(tmp_path):
+    from models import config as model_config, trainer
+
+    # An earlier run trained what the fields' absence meant: no weight decay, no input or frame dropout.
+    config = model_config.TrainConfig(str(tmp_path), str(tmp_path), weight_decay=0.0,
+                                      model=model_config.ModelConfig(input_dropout=0.0, frame_dropout=0.0))
+    old = config.to_json()
+    for key in ("weight_decay", "label_smoothing"):
+        del old[key]
+    for key in ("frame_dropout", "input_dropout"):
+        del old["model"][key]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    trainer.check_resume(config)  # the same run: resumes
+    changed = model_config.TrainConfig(str(tmp_path), str(tmp_path), weight_decay=0.1, model=config.model)
+    with pytest.raises(model_config.ConfigError, match="weight_decay"):
+        trainer.check_resume(changed)
+
+
+@pytest.mark.parametrize("weight_decay", [0.5, 0.0])
+def test_weight_decay_shrinks_weights_that_get_no_gradient(tmp_path, weight_decay):
+    import tensorflow as tf
+
+    from models import config as model_config, trainer
+
+    config = model_config.TrainConfig(str(tmp_path), str(tmp_path), learning_rate=0.1, lr_schedule="constant",
+                                      weight_decay=weight_decay, ema=0.0)
+    variable = tf.Variable(tf.ones([4]))
+    trainer.make_optimizer(config).apply_gradients([(tf.zeros([4]), variable)])
+    np.testing.assert_allclose(variable.numpy(), 1 - 0.1 * weight_decay, rtol=1e-5)  # decoupled: w -= lr * wd * w

@@ -98,3 +98,33 @@ def test_yu2018_trunk_is_reachable():
     default = zoo.build(zoo.ModelConfig(name="multi_attention", **SMALL))
     assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.name == "input_bn"
                    for layer in default.layers)  # the default trunk has no input BatchNorm
+
+
+def test_frame_dropout_drops_only_real_frames_and_never_a_whole_clip():
+    layer = zoo.FrameDropout(0.5)
+    num_frames = np.array([10, 6, 1, 2] * 256, np.int32)  # [1024]
+    mask = tf.sequence_mask(num_frames, 10, tf.float32)[:, :, None]  # [1024, 10, 1]
+    tf.random.set_seed(3)
+    dropped = layer(mask, training=True).numpy()
+    assert ((dropped == 0) | (dropped == 1)).all()
+    assert (dropped <= mask.numpy()).all(), "a padding frame came back"
+    assert (dropped.sum(axis=(1, 2)) >= 1).all(), "a clip lost every frame"
+    assert dropped[2::4].sum() == 256, "a one-frame clip keeps its frame"
+    kept = dropped[0::4].mean()  # 10-frame clips: about half kept (all-dropped clips, 1 in 1024, stay whole)
+    assert 0.45 < kept < 0.55, kept
+    assert not np.array_equal(dropped[0::4], np.ones_like(dropped[0::4]))
+    np.testing.assert_array_equal(layer(mask, training=False).numpy(), mask.numpy())
+
+
+@pytest.mark.parametrize("name", ["feature_attention", "average_pooling"])
+def test_dropout_options_change_training_only(name):
+    plain = zoo.build(zoo.ModelConfig(name=name, hidden_units=16))
+    regularised = zoo.build(zoo.ModelConfig(name=name, hidden_units=16, frame_dropout=0.5, input_dropout=0.5))
+    assert [w.shape for w in plain.weights] == [w.shape for w in regularised.weights]  # no new weights
+    regularised.set_weights(plain.get_weights())
+    rng = np.random.default_rng(0)
+    x = {"embedding": rng.integers(0, 256, [8, 10, schema.EMBEDDING_DIM]).astype(np.uint8),
+         "num_frames": np.array([10, 3] * 4, np.int32)}
+    np.testing.assert_allclose(regularised(x, training=False), plain(x, training=False), atol=1e-6)
+    assert not np.allclose(regularised(x, training=True), plain(x, training=False), atol=1e-3)
+    assert {"FrameDropout"} <= {type(layer).__name__ for layer in regularised.layers}
