@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -29,34 +28,31 @@ sys.exit(code)
 
 
 def _run(tool, *argv):
-    start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", WRAPPER, *tool, *argv], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=60)
-    return result, time.monotonic() - start
+    return subprocess.run([sys.executable, "-c", WRAPPER, *tool, *argv], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
 
 
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda t: t[-1])
-def test_help_is_fast_shows_defaults_and_imports_no_tensorflow(tool):
-    result, seconds = _run(tool, "--help")
+def test_help_shows_defaults_without_importing_tensorflow_or_beam(tool):
+    # What made --help slow was importing TensorFlow (seconds); a wall-clock bound would flake under load.
+    result = _run(tool, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "IMPORTED: False False" in result.stderr, result.stderr[-2000:]
-    assert seconds < 3, f"{tool} --help took {seconds:.1f} s"
     assert "usage:" in result.stdout
     if tool not in (["-m", "models.exporting"],):  # its options have no defaults
         assert "(default: " in result.stdout
 
 
 @pytest.mark.parametrize("name", ["input", "beam", "training", "serving", "vggish", "all"])
-def test_every_benchmark_answers_help_fast_through_the_one_cli(name):
-    result, seconds = _run(["-m", "benchmarks"], name, "--help")
+def test_every_benchmark_answers_help_through_the_one_cli_without_tensorflow(name):
+    result = _run(["-m", "benchmarks"], name, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "IMPORTED: False False" in result.stderr, result.stderr[-2000:]
-    assert seconds < 3, f"benchmarks {name} --help took {seconds:.1f} s"
     assert "usage:" in result.stdout and "--json" in result.stdout and "(default: " in result.stdout
 
 
 def test_train_help_lists_the_defaults_of_train_config():
-    result, _ = _run(["train.py"], "--help")
+    result = _run(["train.py"], "--help")
     assert "(default: 0.003)" in result.stdout and "(default: cosine)" in result.stdout
     assert "feature_attention" in result.stdout and "multi_head_attention" in result.stdout
 
@@ -70,7 +66,7 @@ def test_train_help_lists_the_defaults_of_train_config():
 ], ids=["train", "evaluate", "predict", "summarize", "exporting"])
 def test_abbreviations_are_not_taken_for_other_flags(tool, argv, unknown):
     """`train.py --lr 0.001` was taken as `--lr_schedule 0.001`; now it is an unknown argument."""
-    result, _ = _run(tool, *argv)
+    result = _run(tool, *argv)
     assert result.returncode == 2
     assert "unrecognized arguments" in result.stderr and unknown in result.stderr, result.stderr[-2000:]
     assert "IMPORTED: False False" in result.stderr
