@@ -1,15 +1,39 @@
-"""Session fixtures for the audio tests: one random full-size VGGish checkpoint (about 277 MB in tmp)."""
+"""Session fixtures for the audio tests: one random full-size VGGish checkpoint (about 277 MB in tmp) and
+the exports built on it, written once per test run and shared by the xdist workers."""
 
 from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from tests import vggish_reference
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> Path:
+    """Directory `name` in the temp dir that every xdist worker of this run shares (the session's own without
+    xdist), filled once by build(directory) under a file lock; the others wait for it and reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/ holds one basetemp per worker
+    directory = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / ".built").exists():
+            shutil.rmtree(directory, ignore_errors=True)  # a failed build's leftovers
+            directory.mkdir()
+            build(directory)
+            (directory / ".built").touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def vggish_files(tmp_path_factory) -> vggish_reference.Files:
-    return vggish_reference.Files(str(tmp_path_factory.mktemp("vggish")))
+    directory = shared_dir(tmp_path_factory, "vggish", lambda d: vggish_reference.Files(str(d)))
+    return vggish_reference.Files.read(str(directory))
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +51,14 @@ def classifier_dir(tmp_path_factory) -> str:
     from models import exporting, zoo
     from tfdata import synthetic
 
-    out = tmp_path_factory.mktemp("classifier")
-    labels = out / "class_labels_indices.csv"
-    labels.write_text(synthetic.class_labels().to_csv())
-    tf_keras.utils.set_random_seed(3)
-    model = zoo.build(zoo.ModelConfig(name="single_attention", hidden_units=32))
-    return exporting.export(model, str(out / "saved_model"), str(labels))
+    def build(out: Path) -> None:
+        labels = out / "class_labels_indices.csv"
+        labels.write_text(synthetic.class_labels().to_csv())
+        tf_keras.utils.set_random_seed(3)
+        model = zoo.build(zoo.ModelConfig(name="single_attention", hidden_units=32))
+        exporting.export(model, str(out / "saved_model"), str(labels))
+
+    return str(shared_dir(tmp_path_factory, "classifier", build) / "saved_model")
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +66,8 @@ def waveform_model_dir(tmp_path_factory, classifier_dir, vggish_files) -> str:
     """classifier_dir with VGGish in front (serve_waveform), exported through the CLI."""
     from models import exporting
 
-    out = str(tmp_path_factory.mktemp("waveform") / "saved_model")
-    assert exporting.main(["--audio", classifier_dir, "--vggish_checkpoint", vggish_files.checkpoint,
-                           "--pca_params", vggish_files.pca_params, "--output", out]) == 0
-    return out
+    def build(out: Path) -> None:
+        assert exporting.main(["--audio", classifier_dir, "--vggish_checkpoint", vggish_files.checkpoint,
+                               "--pca_params", vggish_files.pca_params, "--output", str(out / "saved_model")]) == 0
+
+    return str(shared_dir(tmp_path_factory, "waveform", build) / "saved_model")

@@ -139,5 +139,16 @@ class Files:
         self.pca_params = os.path.join(directory, "vggish_pca_params.npz")
         np.savez(self.pca_params, pca_eigen_vectors=self.eigen, pca_means=self.means)
 
+    @classmethod
+    def read(cls, directory: str, seed: int = 0) -> "Files":
+        """The Files that Files(directory, seed) wrote (another test process may have written them)."""
+        files = cls.__new__(cls)
+        files.weights = random_weights(seed)
+        files.checkpoint = os.path.join(directory, "vggish_model.ckpt")
+        files.pca_params = os.path.join(directory, "vggish_pca_params.npz")
+        with np.load(files.pca_params) as pca:
+            files.eigen, files.means = pca["pca_eigen_vectors"], pca["pca_means"]
+        return files
+
     def codes(self, waveform: np.ndarray) -> np.ndarray:
         return codes(waveform, self.weights, self.eigen, self.means)
