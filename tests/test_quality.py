@@ -71,14 +71,14 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
     work = tmp_path / "quality"
     argv = ["--input", str(audioset_dir / "bal_train" / "a*.tfrecord"), "--work_dir", str(work),
             "--eval_input", str(audioset_dir / "eval_a" / "a*.tfrecord"),
-            "--runs", "single_attention,best,ensemble", "--steps", "2", "--eval_every", "1", "--snapshots", "2",
+            "--runs", "best,ensemble", "--steps", "2", "--eval_every", "1", "--snapshots", "2",
             "--train_args", "--batch_size 50 --hidden_units 32"]
     assert quality.main(argv) == 0
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     assert "holdout" not in manifest["splits"]  # all of --input trains; --eval_input validates
     holdout = json.loads((work / "eval_shards" / "manifest.json").read_text())["written_clips"]
     assert holdout > 100
-    for run in ("single_attention", *quality.ENSEMBLE_MEMBERS):
+    for run in quality.ENSEMBLE_MEMBERS:  # best and previous_best
         summary = json.loads((work / "results" / f"{run}.json").read_text())
         for name in ("final", "snapshots"):
             m = summary[name]
@@ -89,8 +89,8 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
         assert summary["exported_weights"] in ("raw", "ema")
         assert summary["eval_data"] == str(audioset_dir / "eval_a" / "a*.tfrecord")
         assert summary["snapshots"]["num_models"] == 2 and len(summary["validation_mAP"]) == 2
-    assert json.loads((work / "results" / "single_attention.json").read_text())["train_args"][:2] == [
-        "--model", "single_attention"]
+    assert json.loads((work / "results" / "previous_best.json").read_text())["train_args"][:2] == [
+        *quality.VARIANTS["previous_best"][:2]]
     # The ensemble is one SavedModel whose scores are the mean of its members' scores.
     ensemble = json.loads((work / "results" / "ensemble.json").read_text())
     assert ensemble["members"] == list(quality.ENSEMBLE_MEMBERS) and ensemble["final"]["num_models"] == 1
@@ -101,13 +101,13 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
     members = np.mean([scores[r] for r in quality.ENSEMBLE_MEMBERS], axis=0)
     assert np.allclose(scores["ensemble"], members, atol=1e-6)
     table = (work / "results.md").read_text()
-    assert "| single_attention |" in table and "| best |" in table and "| ensemble |" in table
+    assert "| best |" in table and "| ensemble |" in table
     assert table in capsys.readouterr().out
     # Running the same command again reuses the finished runs instead of training them again.
     logs = {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")}
     assert quality.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")} == logs
-    assert "single_attention: finished before" in capsys.readouterr().out
+    assert "best: finished before" in capsys.readouterr().out
 
 
 def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
