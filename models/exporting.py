@@ -30,6 +30,7 @@ Resampling (resampy) stays outside the graph: tfdata.audio.load does it before t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -90,16 +91,20 @@ def _save(module: _Labelled, export_dir: str, metadata: dict | None = None) -> s
 
 
 class ServingModule(_Labelled):
+    """The model's variables and its two signatures. The Keras model itself is not tracked: the export
+    needs no Keras metadata (nothing loads it as Keras), and tracking it would trace every layer's call."""
+
     def __init__(self, model: keras.Model, class_labels_csv: str):
         super().__init__(class_labels_csv)
-        self.model = model
+        self.model_variables = list(model.variables)  # saved; the signatures capture them
+        self._call = functools.partial(model.__call__, training=False)  # untracked: not a trackable
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, schema.EMBEDDING_DIM], tf.uint8, name="embedding")])
     def serve_embeddings(self, embedding):
         num_frames = tf.fill([tf.shape(embedding)[0]], tf.shape(embedding)[1])  # [B]: all frames real
         with tf.control_dependencies([_check_frames(num_frames, "serving_default")]):
             embedding = tf.identity(embedding)
-        return {"scores": self.model({"embedding": embedding, "num_frames": num_frames}, training=False)}
+        return {"scores": self._call({"embedding": embedding, "num_frames": num_frames})}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples):
@@ -117,7 +122,7 @@ class ServingModule(_Labelled):
         with tf.control_dependencies([length_ok, _check_frames(num_frames, "serve_examples")]):
             frames = tf.where(real, frames, tf.constant(b"\0" * schema.EMBEDDING_DIM))
         embedding = tf.io.decode_raw(frames, tf.uint8, fixed_length=schema.EMBEDDING_DIM)  # [B, T_max, 128]
-        return {"scores": self.model({"embedding": embedding, "num_frames": num_frames}, training=False)}
+        return {"scores": self._call({"embedding": embedding, "num_frames": num_frames})}
 
 
 def _check_frames(num_frames: tf.Tensor, signature: str) -> tf.Operation:

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from scipy import stats
-from sklearn import metrics as skmetrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,28 +38,40 @@ def d_prime(auc: float) -> float:
 
 
 def compute(labels: np.ndarray, scores: np.ndarray) -> Metrics:
-    """labels 0/1 [N, C], scores float [N, C] -> Metrics."""
+    """labels 0/1 [N, C], scores float [N, C] -> Metrics (equal to sklearn's average_precision_score and
+    roc_auc_score class by class, computed for all classes at once)."""
     if labels.shape != scores.shape or labels.ndim != 2:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} must both be [clips, classes]")
     if len(labels) == 0:
         raise ValueError("no clips to score")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinity")
     labels = labels.astype(bool)
-    positives = labels.sum(axis=0)
-    per_class = []
-    for c in range(labels.shape[1]):
-        has_pos, has_neg = positives[c] > 0, positives[c] < len(labels)
-        ap = float(skmetrics.average_precision_score(labels[:, c], scores[:, c])) if has_pos else None
-        auc = float(skmetrics.roc_auc_score(labels[:, c], scores[:, c])) if has_pos and has_neg else None
-        per_class.append(ClassMetrics(c, int(positives[c]), ap, auc))
-    aps = [m.ap for m in per_class if m.ap is not None]
-    aucs = [m.auc for m in per_class if m.auc is not None]
-    if not aps:
+    positives = labels.sum(axis=0)  # [C]
+    ap = WeightedMAP(labels, scores).per_class(np.ones(len(labels)))  # [C], NaN without a positive
+    auc = roc_auc(labels, scores)  # [C], NaN without a positive or a negative
+    per_class = tuple(ClassMetrics(c, int(positives[c]), None if np.isnan(ap[c]) else float(ap[c]),
+                                   None if np.isnan(auc[c]) else float(auc[c])) for c in range(labels.shape[1]))
+    if np.isnan(ap).all():
         raise ValueError("no class has a positive clip: nothing to score")
-    mean_auc = float(np.mean(aucs)) if aucs else float("nan")
+    scored_auc = auc[~np.isnan(auc)]
+    mean_auc = float(scored_auc.mean()) if len(scored_auc) else float("nan")
     return Metrics(
-        mAP=float(np.mean(aps)), AUC=mean_auc, d_prime=d_prime(mean_auc) if aucs else float("nan"),
-        num_clips=len(labels), num_classes_scored=len(aps), num_classes_left_out=labels.shape[1] - len(aps),
-        per_class=tuple(per_class))
+        mAP=float(np.nanmean(ap)), AUC=mean_auc, d_prime=d_prime(mean_auc) if len(scored_auc) else float("nan"),
+        num_clips=len(labels), num_classes_scored=int((~np.isnan(ap)).sum()),
+        num_classes_left_out=int(np.isnan(ap).sum()), per_class=per_class)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each class: labels bool [N, C], scores [N, C] -> [C], NaN for a class without a positive
+    or a negative clip. The Mann-Whitney statistic with tied scores ranked as their mean rank, which is
+    sklearn's roc_auc_score (the trapezoidal area)."""
+    ranks = stats.rankdata(scores, axis=0)  # [N, C], 1-based, ties averaged
+    pos = labels.sum(axis=0).astype(np.float64)  # [C]
+    neg = len(labels) - pos  # [C]
+    rank_sum = np.where(labels, ranks, 0.0).sum(axis=0)  # [C]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((pos > 0) & (neg > 0), (rank_sum - pos * (pos + 1) / 2) / (pos * neg), np.nan)
 
 
 class WeightedMAP:
@@ -91,6 +102,11 @@ class WeightedMAP:
         self.num_classes = num_classes
 
     def __call__(self, weight: np.ndarray) -> float:
+        ap = self.per_class(weight)  # [C]
+        return float(ap[~np.isnan(ap)].mean())
+
+    def per_class(self, weight: np.ndarray) -> np.ndarray:
+        """Each class's AP under the weighting [N] -> [C], NaN for a class without a weighted positive."""
         weight = np.asarray(weight, np.float32)
         seen = np.cumsum(weight[self.order], axis=0, dtype=np.float32)[self.end, self.cls]  # [P]: weight above threshold
         hits = weight[self.clip].astype(np.float64)  # [P]
@@ -98,8 +114,7 @@ class WeightedMAP:
         base = np.r_[0.0, cumulative][self.first[:-1]][self.cls]  # [P]: hits of the classes before
         precision = (cumulative[self.upto] - base) / np.maximum(seen, 1e-12)  # [P]
         total = np.bincount(self.cls, hits, self.num_classes)  # [C]
-        scored = total > 0
-        return float((np.bincount(self.cls, hits * precision, self.num_classes)[scored] / total[scored]).mean())
+        return np.bincount(self.cls, hits * precision, self.num_classes) / np.where(total > 0, total, np.nan)
 
 
 def bootstrap_map(labels: np.ndarray, scores: np.ndarray, resamples: int = 200, seed: int = 0,

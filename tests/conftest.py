@@ -11,15 +11,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The audio tests' session fixtures (one random full-size VGGish checkpoint per session) live here
 # so that every module shares them.
+from tests.shared_dir import shared_dir  # noqa: E402
 from tests.vggish_fixtures import classifier_dir, embedder, vggish_files, waveform_model_dir  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIOSET = REPO_ROOT.parent / "shared" / "data" / "audioset"
-# The modules that take longest, longest first (the last two: of those that make test-fast runs). They run
-# first, so that on two xdist workers (a module per worker at a time) none is left running alone at the end.
-LONGEST_MODULES = ("test_trainer.py", "test_quality.py", "test_quickstart.py", "test_benchmarks_all.py",
-                   "test_evaluation.py", "test_benchmarks_training.py", "test_portable_runner.py", "test_zoo.py",
-                   "test_exporting.py")
+# The modules that take longest, longest first (measured with `make test`, 2026-12-02). They run first, so that
+# on two xdist workers (a module per worker at a time) none is left running alone at the end.
+LONGEST_MODULES = ("test_trainer.py", "test_build_shards.py", "test_benchmarks_all.py", "test_evaluation.py",
+                   "test_quality.py", "test_portable_runner.py", "test_benchmarks_serving.py", "test_zoo.py",
+                   "test_synthetic.py", "test_vggish.py", "test_beam_transforms.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -33,6 +34,17 @@ def audioset_dir() -> Path:
     if not (SHARED_AUDIOSET / "bal_train").is_dir():
         pytest.skip(f"real AudioSet data not found at {SHARED_AUDIOSET}")
     return SHARED_AUDIOSET
+
+
+@pytest.fixture(scope="session")
+def benchmark_work(tmp_path_factory) -> Path:
+    """A benchmarks --work_dir holding the synthetic data and shards of the --tiny sizes (benchmarks.input.prepare),
+    built once per run for the benchmark tests of both workers."""
+    from benchmarks import all as all_benchmarks
+    from benchmarks import input as input_benchmark
+
+    return shared_dir(tmp_path_factory, "benchmark-work",
+                      lambda d: input_benchmark.prepare(str(d), all_benchmarks.TINY.num_clips))
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ from tests.conftest import REPO_ROOT
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_everything_on_cpu_and_says_what_it_skipped(tmp_path):
-    env = dict(os.environ, PY=sys.executable, WORK=str(tmp_path / "work"), PYTHONPATH=str(REPO_ROOT),
+def test_gpu_script_runs_everything_on_cpu_and_says_what_it_skipped(tmp_path, benchmark_work):
+    env = dict(os.environ, PY=sys.executable, WORK=str(benchmark_work), PYTHONPATH=str(REPO_ROOT),
                CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu.sh"), str(tmp_path / "out"), "--tiny"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

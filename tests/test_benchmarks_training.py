@@ -4,13 +4,15 @@ import json
 
 import pytest
 
+from benchmarks import all as all_benchmarks
 from benchmarks import training
 
 
 @pytest.mark.slow
-def test_training_benchmark_reports_the_input_ratio_and_the_share_of_peak(tmp_path, capsys):
+def test_training_benchmark_reports_the_input_ratio_and_the_share_of_peak(tmp_path, benchmark_work, capsys):
     out = tmp_path / "training.json"
-    assert training.main(["--work_dir", str(tmp_path / "work"), "--num_clips", "1000", "--hidden_units", "16",
+    num_clips = str(all_benchmarks.TINY.num_clips)  # the data benchmark_work holds
+    assert training.main(["--work_dir", str(benchmark_work), "--num_clips", num_clips, "--hidden_units", "16",
                           "--batch_sizes", "32", "--steps", "4", "--warmup", "2", "--steps_per_execution", "2",
                           "--peak_seconds", "0.05", "--json", str(out)]) == 0
     text = capsys.readouterr().out

@@ -4,10 +4,10 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 
+from tests import in_process
 from tests.conftest import REPO_ROOT, SHARED_AUDIOSET
 
 HEADING = "## Quick start on real data"
@@ -44,8 +44,33 @@ def test_makefile_demo_real_runs_the_quick_start_commands():
         assert " ".join(tool) in recipe, tool
 
 
+def _expanded_commands(script: str, cwd) -> list[list[str]]:
+    """Each python command of `script` as bash expands it (variables, quoting), with `.venv/bin/python` recorded
+    instead of run: [[tool, arg, ...], ...]."""
+    recorder = "py() { printf '%s\\0' \"$@\"; printf '\\1\\0'; }\n"
+    result = subprocess.run(["bash", "-c", recorder + script.replace(".venv/bin/python", "py")], cwd=cwd,
+                            capture_output=True, check=True)
+    words = result.stdout.decode().split("\0")[:-1]
+    commands, command = [], []
+    for word in words:
+        if word == "\1":
+            commands.append(command)
+            command = []
+        else:
+            command.append(word)
+    return commands
+
+
 @pytest.mark.slow
-def test_quick_start_as_written_on_a_slice_of_bal_train(tmp_path):
+def test_quick_start_as_written_on_a_slice_of_bal_train(tmp_path, monkeypatch):
+    """bash expands the block as written; each tool then runs in this process (TensorFlow loads once; that the
+    tools run as scripts and modules is test_entry_points'), in order, each needing the one before."""
+    import evaluate
+    import predict
+    import train
+    from beam_pipelines import build_shards
+    from tfdata import summarize
+
     if not (SHARED_AUDIOSET / "eval_a").is_dir():
         pytest.skip(f"real AudioSet data not found at {SHARED_AUDIOSET}")
     data = tmp_path / "audioset"
@@ -54,16 +79,19 @@ def test_quick_start_as_written_on_a_slice_of_bal_train(tmp_path):
         for path in sorted((SHARED_AUDIOSET / split).glob("*.tfrecord"))[:files]:
             os.symlink(path, data / split / path.name)
     os.symlink(SHARED_AUDIOSET / "class_labels_indices.csv", data / "class_labels_indices.csv")
-    script = "\n".join(["set -e", f"cd {shlex.quote(str(tmp_path))}"] + [
-        re.sub(r"--eval_every \d+", "--eval_every 2 --steps 2", c)
-        .replace(".venv/bin/python", shlex.quote(sys.executable))
-        .replace("train.py", str(REPO_ROOT / "train.py")).replace("evaluate.py", str(REPO_ROOT / "evaluate.py"))
-        .replace("predict.py", str(REPO_ROOT / "predict.py"))
-        for c in [f"D={data}"] + quickstart_commands()[1:]])
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    script = "\n".join(["set -e"] + [re.sub(r"--eval_every \d+", "--eval_every 2 --steps 2", c)
+                                      for c in [f"D={shlex.quote(str(data))}"] + quickstart_commands()[1:]])
+    mains = {("-m", "tfdata.summarize"): summarize.main, ("-m", "beam_pipelines.build_shards"): build_shards.main,
+             ("train.py",): train.main, ("evaluate.py",): evaluate.main, ("predict.py",): predict.main}
+    monkeypatch.chdir(tmp_path)
+    commands = _expanded_commands(script, tmp_path)
+    assert len(commands) == len(quickstart_commands()) - 2  # all but D= and E=
+    out = ""
+    for command in commands:
+        head = tuple(command[:2]) if command[0] == "-m" else tuple(command[:1])
+        run = in_process.run(mains[head], command[len(head):])
+        out += run.stdout
+        assert run.returncode == 0, command + [run.stdout[-3000:], run.stderr[-3000:]]
     assert re.search(r"^clips: \d+", out, re.M) and "clips written" in out, out
     assert "epoch 1/1  step 2/2" in out and re.search(r"^mAP 0\.\d+", out, re.M), out
     assert (tmp_path / "quickstart" / "predictions.csv").read_text().startswith("video_id,start_time_seconds,")

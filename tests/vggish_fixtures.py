@@ -3,31 +3,12 @@ the exports built on it, written once per test run and shared by the xdist worke
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests import vggish_reference
-
-
-def shared_dir(tmp_path_factory, name: str, build) -> Path:
-    """Directory `name` in the temp dir that every xdist worker of this run shares (the session's own without
-    xdist), filled once by build(directory) under a file lock; the others wait for it and reuse it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # pytest-N/ holds one basetemp per worker
-    directory = root / name
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / ".built").exists():
-            shutil.rmtree(directory, ignore_errors=True)  # a failed build's leftovers
-            directory.mkdir()
-            build(directory)
-            (directory / ".built").touch()
-    return directory
+from tests.shared_dir import shared_dir
 
 
 @pytest.fixture(scope="session")
