@@ -22,7 +22,8 @@ class Run:
 @contextlib.contextmanager
 def isolated(out, err):
     """Sends stdout and stderr to `out` and `err`, and puts back afterwards the global state a training run
-    sets: the random seeds, op determinism and the mixed precision policy."""
+    sets: the random seeds (Python's, NumPy's, TensorFlow's), op determinism and the mixed precision policy."""
+    import tensorflow as tf
     import tf_keras as keras
     from tensorflow.python.framework import config  # tf.config exports enable_op_determinism only
 
@@ -33,6 +34,7 @@ def isolated(out, err):
             yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        tf.random.set_seed(None)  # as before keras.utils.set_random_seed
         if not determinism:
             config.disable_op_determinism()
         random.setstate(states[0])
