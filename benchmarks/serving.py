@@ -9,7 +9,8 @@ signature: `serving_default` (uint8 [B, 10, 128]), `serve_examples` (serialized 
 with Google's VGGish files, `serve_waveform` (10 s of 16-kHz audio; `models.exporting --audio` of the same
 model, batches of at most 8). Prints batch-1 latency p50 / p99 (one call at a time) and
 batch throughput, which it compares with a float32 `tf.matmul` loop of the model's own forward shapes
-run in the same process (this machine's practical peak, benchmarks.flops).
+run in the same process (this machine's practical peak, benchmarks.flops); also how long the export took
+to write and the fresh process to load it.
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def measure(export_dir: str, config: dict, args: argparse.Namespace, audio_dir: 
     from benchmarks import flops
     from models import zoo
 
-    models = {"plain": tf.saved_model.load(export_dir), "audio": tf.saved_model.load(audio_dir) if audio_dir else None}
+    start = time.perf_counter()
+    plain = tf.saved_model.load(export_dir)
+    load_s = time.perf_counter() - start
+    models = {"plain": plain, "audio": tf.saved_model.load(audio_dir) if audio_dir else None}
     shapes = flops.matmul_shapes(zoo.build(zoo.ModelConfig(**config)), args.batch_size)
     flops_per_clip = flops.flops(shapes) / args.batch_size
     peak = flops.matmul_peak(shapes, args.peak_seconds)
-    results = {"peak_flops": peak, "forward_flops_per_clip": flops_per_clip, "signatures": {}}
+    results = {"peak_flops": peak, "forward_flops_per_clip": flops_per_clip, "load_s": load_s, "signatures": {}}
     for name in ("serving_default", "serve_examples", "serve_waveform"):
         model = models["audio" if name == "serve_waveform" else "plain"]
         if model is None or name not in model.signatures:
@@ -117,7 +121,10 @@ def run(args: argparse.Namespace) -> dict:
         with open(labels, "w") as f:
             f.write(synthetic.class_labels().to_csv())
         keras.utils.set_random_seed(0)
-        export_dir = exporting.export(zoo.build(zoo.ModelConfig(**config)), os.path.join(tmp, "saved_model"), labels)
+        model = zoo.build(zoo.ModelConfig(**config))
+        start = time.perf_counter()
+        export_dir = exporting.export(model, os.path.join(tmp, "saved_model"), labels)
+        export_s = time.perf_counter() - start  # the first export in this process
         audio = []
         if args.vggish_checkpoint:
             audio = ["--measure_audio", exporting.export_audio(export_dir, args.vggish_checkpoint, args.pca_params,
@@ -131,13 +138,14 @@ def run(args: argparse.Namespace) -> dict:
             [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + [os.environ.get("PYTHONPATH", "")]))
         subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
-            return json.load(f) | {"model": config}
+            return json.load(f) | {"model": config, "export_s": export_s}
 
 
 def report(results: dict) -> str:
     lines = [f"model {results['model']['name']} ({results['model']['hidden_units']} units): "
              f"{results['forward_flops_per_clip'] / 1e6:.1f} MFLOP per 10-frame clip (matmuls); "
              f"matmul peak on its shapes {results['peak_flops'] / 1e9:.1f} GFLOP/s",
+             f"export (SavedModel written) {results['export_s']:.2f} s; load in a fresh process {results['load_s']:.2f} s",
              f"{'signature':16s} {'p50 ms':>8s} {'p99 ms':>8s} {'batch':>6s} {'clips/s':>10s} {'of peak':>8s}"]
     for name, r in results["signatures"].items():
         if r is None:

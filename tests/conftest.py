@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ LONGEST_MODULES = ("test_trainer.py", "test_build_shards.py", "test_benchmarks_a
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: LONGEST_MODULES.index(item.path.name) if item.path.name in LONGEST_MODULES
                else len(LONGEST_MODULES))  # stable: the other modules keep their order
+
+
+@pytest.fixture(autouse=True)
+def _no_global_tensorflow_seed_left_behind():
+    """Tests that seed TensorFlow globally (keras.utils.set_random_seed) do not seed the tests after them."""
+    yield
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(None)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ def test_serving_benchmark_reports_every_signature_in_a_fresh_process(tmp_path, 
         assert r["fraction_of_peak"] == pytest.approx(r["clips_per_s"] * results["forward_flops_per_clip"]
                                                       / results["peak_flops"])
     assert "batch-1 p50" in text and "of peak" in text
+    assert results["export_s"] > 0 and results["load_s"] > 0 and "load in a fresh process" in text
 
 
 @pytest.mark.slow
