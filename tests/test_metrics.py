@@ -54,6 +54,9 @@ def test_shape_mismatch_and_empty_input_are_refused():
         metrics.compute(np.zeros([3, 2]), np.zeros([3, 3]))
     with pytest.raises(ValueError, match="no class has a positive"):
         metrics.compute(np.zeros([3, 2]), np.zeros([3, 2]))
+    for bad in (np.nan, np.inf):  # a NaN would sort anywhere and give a plausible-looking AP
+        with pytest.raises(ValueError, match="scores contain NaN or infinity"):
+            metrics.compute(np.eye(3), np.where(np.eye(3) > 0, bad, 0.5))
 
 
 def test_weighted_map_equals_sklearn_with_sample_weights_and_ties():
