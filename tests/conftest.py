@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(items):
 def _no_global_tensorflow_seed_left_behind():
     """Tests that seed TensorFlow globally (keras.utils.set_random_seed) do not seed the tests after them."""
     yield
-    if "tensorflow" in sys.modules:
-        sys.modules["tensorflow"].random.set_seed(None)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.compat.v1.get_seed(None)[0] is not None:  # set_seed also clears the kernel cache
+        tf.random.set_seed(None)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ def test_each_model_trains_and_lowers_the_loss(name, clips):
     assert scores.shape == (512, schema.NUM_CLASSES) and (scores >= 0).all() and (scores <= 1).all()
 
 
+@pytest.mark.slow  # six more fits; the trainer's precision test covers mixed precision end to end
 @pytest.mark.parametrize("name", list(zoo.REGISTRY))
 def test_each_model_builds_and_trains_in_mixed_precision(name, clips):
     keras.mixed_precision.set_global_policy("mixed_float16")
