@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The audio tests' session fixtures (one random full-size VGGish checkpoint per session) live here
 # so that every module shares them.
+from tests import in_process  # noqa: E402
 from tests.shared_dir import shared_dir  # noqa: E402
 from tests.vggish_fixtures import classifier_dir, embedder, vggish_files, waveform_model_dir  # noqa: E402,F401
 
@@ -33,9 +33,7 @@ def pytest_collection_modifyitems(items):
 def _no_global_tensorflow_seed_left_behind():
     """Tests that seed TensorFlow globally (keras.utils.set_random_seed) do not seed the tests after them."""
     yield
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and tf.compat.v1.get_seed(None)[0] is not None:  # set_seed also clears the kernel cache
-        tf.random.set_seed(None)
+    in_process.clear_global_seed()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ class Run:
 def isolated(out, err):
     """Sends stdout and stderr to `out` and `err`, and puts back afterwards the global state a training run
     sets: the random seeds (Python's, NumPy's, TensorFlow's), op determinism and the mixed precision policy."""
-    import tensorflow as tf
     import tf_keras as keras
     from tensorflow.python.framework import config  # tf.config exports enable_op_determinism only
 
@@ -34,11 +33,21 @@ def isolated(out, err):
             yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
-        tf.random.set_seed(None)  # as before keras.utils.set_random_seed
+        clear_global_seed()
         if not determinism:
             config.disable_op_determinism()
         random.setstate(states[0])
         np.random.set_state(states[1])
+
+
+def clear_global_seed() -> None:
+    """Unsets TensorFlow's global seed if a test or command set it (keras.utils.set_random_seed), and only
+    then: tf.random.set_seed also clears TensorFlow's kernel cache."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.compat.v1.get_seed(None)[0] is not None:
+        tf.random.set_seed(None)
 
 
 def exit_status(main: Callable[[list[str]], int], argv: list[str]) -> int:
