@@ -3,7 +3,7 @@
     python -m experiments.quality --input '../shared/data/audioset/bal_train/*.tfrecord' \
         --eval_input '../shared/data/audioset/eval_a/*.tfrecord' --work_dir quality \
         [--runs average_pooling,max_pooling,single_attention,multi_attention,feature_attention,best,ensemble] \
-        [--steps 1000] [--eval_every 100] [--snapshots 5]
+        [--steps N] [--eval_every 100] [--snapshots 5]
 
 1. `beam_pipelines.build_shards` into WORK/shards, all of --input for training, and --eval_input as
    plain shards into WORK/eval_shards (once each); without --eval_input, a holdout of --input
@@ -36,7 +36,7 @@ import sys
 import time
 
 # No TensorFlow: --help is fast.
-from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT, parse_args
+from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT, parse_args, upgrade
 from tfdata.schema import CLASS_LABELS_FILE
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
@@ -57,6 +57,8 @@ ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", 
 SEEDS = {"previous_best_no_mixup": 1, "previous_best_dropout_0.5": 2, "multi_head_attention": 3,
          "best_single_attention": 4}
 BASELINE = "previous_best"  # every run's mAP is also given as a paired difference from this run's
+# The runs measured at 1,000 steps (README, "Results") keep them; the others train train.py's default steps.
+RUN_STEPS = {run: 1000 for run in VARIANTS if run.startswith("previous_best")}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -65,7 +67,7 @@ class QualityConfig:
     input: str
     work_dir: str
     runs: tuple[str, ...] = RESEARCH_MODELS + ("best", "ensemble")
-    steps: int = 1000
+    steps: int | None = None  # every run's training steps (None: RUN_STEPS, else train.py's default)
     eval_every: int = 100
     snapshots: int = 5
     holdout_fraction: float = 0.1  # only without eval_input
@@ -131,17 +133,22 @@ def run_quality(config: QualityConfig) -> list[dict]:
     return summaries
 
 
+def train_command(config: QualityConfig, work: str, run: str) -> list[str]:
+    """train.py's arguments for `run` in the work dir: its recipe, the data, its steps and seed."""
+    steps = config.steps or RUN_STEPS.get(run)
+    return [*train_args(run), "--train_data", os.path.join(work, "shards"), "--model_dir", os.path.join(work, "runs", run),
+            "--eval_data", validation_data(config, work), *(["--steps", str(steps)] if steps else []),
+            "--eval_every", str(config.eval_every), "--snapshots", str(config.snapshots), "--seed", str(SEEDS.get(run, 0)),
+            "--class_labels", _class_labels(config), *config.train_args]
+
+
 def _trained(config: QualityConfig, work: str, run: str) -> dict:
     """The summary of `run`: trained and evaluated now, or read back when this work dir already holds a
     finished run with the same arguments (so an interrupted quality command can be run again)."""
-    model_dir, shards = os.path.join(work, "runs", run), os.path.join(work, "shards")
-    labels = _class_labels(config)
-    args = [*train_args(run), "--train_data", shards, "--model_dir", model_dir,
-            "--eval_data", validation_data(config, work), "--steps", str(config.steps),
-            "--eval_every", str(config.eval_every), "--snapshots", str(config.snapshots), "--seed", str(SEEDS.get(run, 0)),
-            "--class_labels", labels, *config.train_args]
+    model_dir = os.path.join(work, "runs", run)
+    args = train_command(config, work, run)
     summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
-               "steps": config.steps, "seed": SEEDS.get(run, 0), **_data(config)}
+               "steps": parse_args(args).steps, "seed": SEEDS.get(run, 0), **_data(config)}
     path = os.path.join(work, "results", f"{run}.json")
     if os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
         with open(path) as f:
@@ -194,8 +201,8 @@ def _same_training(model_dir: str, args: list[str]) -> bool:
     defaults may have changed since); paths that name the run's own directory do not count."""
     try:
         with open(os.path.join(model_dir, "config.json")) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
+            saved = upgrade(json.load(f))
+    except (OSError, ValueError, TypeError):  # missing, not JSON, not a config
         return False
     ignore = ("model_dir", "export_dir", "snapshots")
     wanted = parse_args(args).to_json()
@@ -210,7 +217,7 @@ def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
           *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
          os.path.join(work, "results", "ensemble.export.log"))
     summary = {"run": "ensemble", "members": [m["run"] for m in members],
-               "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"], "steps": config.steps,
+               "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"], "steps": [m["steps"] for m in members],
                "train_seconds": sum(m["train_seconds"] for m in members), **_data(config),
                "final": _evaluate(config, work, "ensemble", [export])}
     with open(os.path.join(work, "results", "ensemble.json"), "w") as f:
@@ -251,8 +258,13 @@ def table(summaries: list[dict]) -> str:
         versus_text = f"{versus[0]:+.4f} ({versus[1]:+.4f} to {versus[2]:+.4f})" if versus else "n/a"
         rows.append(f"| {s['run']} | {final['mAP']:.3f} ({low:.3f}-{high:.3f}) | {versus_text} | {final['AUC']:.3f} "
                     f"| {final['d_prime']:.3f} | {snap_text} "
-                    f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {s['steps']}` |")
+                    f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {_steps(s['steps'])}` |")
     return "\n".join(rows) + "\n"
+
+
+def _steps(steps: int | list[int]) -> str:
+    """A run's steps, or an ensemble's members' (1200/1000/...)."""
+    return "/".join(map(str, steps)) if isinstance(steps, list) else str(steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "without it, a 10%% holdout of --input")
     parser.add_argument("--work_dir", required=True, help="shards, runs, results and logs go here")
     parser.add_argument("--runs", default=",".join(QualityConfig.runs), help="comma-separated runs")
-    parser.add_argument("--steps", type=int, default=QualityConfig.steps, help="training steps of every run")
+    parser.add_argument("--steps", type=int, default=QualityConfig.steps, help="training steps of every run (default: train.py's, but 1,000 for the previous_best runs)")
     parser.add_argument("--eval_every", type=int, default=QualityConfig.eval_every, help="steps between validations")
     parser.add_argument("--snapshots", type=int, default=QualityConfig.snapshots,
                         help="last checkpoints whose predictions are averaged")

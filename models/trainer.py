@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import exporting, metrics, zoo
-from models.config import ConfigError, TrainConfig, validate  # noqa: F401  (trainer.TrainConfig)
+from models.config import ConfigError, TrainConfig, upgrade, validate  # noqa: F401  (trainer.TrainConfig)
 from tfdata import datasets
 
 
@@ -44,22 +44,12 @@ def check_resume(config: TrainConfig) -> None:
     current = {k: v for k, v in config.to_json().items() if k not in TrainConfig.RESUMABLE_CHANGES}
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
-            saved = _upgrade(json.load(f))
+            saved = upgrade(json.load(f))
         saved = {k: v for k, v in saved.items() if k not in TrainConfig.RESUMABLE_CHANGES}
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             raise ConfigError(f"{config.model_dir} was trained with another configuration (differs in "
                               f"{', '.join(changed)}); use a new --model_dir or the same options")
-
-
-def _upgrade(saved: dict) -> dict:
-    """A config.json written before --precision and --steps_per_execution, in today's fields."""
-    if "mixed_precision" in saved:
-        saved = dict(saved, precision="mixed_float16" if saved.pop("mixed_precision") else "float32")
-    saved = {"steps_per_execution": 1, "weight_decay": 0.0, "label_smoothing": 0.0} | saved
-    if isinstance(saved.get("model"), dict):
-        saved["model"] = {"input_dropout": 0.0, "frame_dropout": 0.0} | saved["model"]
-    return saved
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:

@@ -34,6 +34,22 @@ def test_research_runs_use_the_research_recipe_and_best_the_defaults():
         quality.train_args("nope")
 
 
+def test_runs_train_train_py_default_steps_but_the_previous_best_runs_their_measured_1000():
+    import train
+
+    config = quality.QualityConfig("in", "w", class_labels="labels.csv")
+
+    def steps(run, config=config):
+        return train.parse_args(quality.train_command(config, "w", run)).steps
+
+    assert steps("best") == train.parse_args(["--train_data", "s", "--model_dir", "m"]).steps
+    assert "--steps" not in quality.train_command(config, "w", "best")
+    assert {steps(run) for run in quality.VARIANTS if run.startswith("previous_best")} == {1000}
+    assert steps("best", quality.QualityConfig("in", "w", steps=40, class_labels="l")) == 40  # --steps: every run
+    assert steps("previous_best", quality.QualityConfig("in", "w", steps=40, class_labels="l")) == 40
+    assert quality._steps(1200) == "1200" and quality._steps([1200, 1000]) == "1200/1000"
+
+
 def test_validation_is_the_eval_input_else_a_holdout():
     assert quality.validation_data(quality.QualityConfig("in", "w", eval_input="e"), "w") == "w/eval_shards"
     assert quality.validation_data(quality.QualityConfig("in", "w"), "w") == "w/shards/holdout"
