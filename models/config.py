@@ -45,7 +45,6 @@ class ModelConfig:
     num_heads: int = _flag(4, "heads of multi_head_attention")
     input_dropout: float = _flag(0.2, "dropout on the input embeddings (training only)")
     frame_dropout: float = _flag(0.3, "drop each frame from pooling with this probability (training only)")
-    context: int = _flag(1, "seconds the first trunk layer sees around each second (odd; 1: each second alone)")
 
     @classmethod
     def yu2018(cls, name: str = "multi_attention") -> "ModelConfig":
@@ -115,7 +114,6 @@ def validate(config: TrainConfig) -> list[str]:
         (math.isfinite(config.label_smoothing) and 0 <= config.label_smoothing < 1,
          "--label_smoothing must be in [0, 1)"),
         (m.num_heads >= 1, "--num_heads must be at least 1"),
-        (m.context >= 1 and m.context % 2 == 1, "--context must be an odd number of seconds (1: none)"),
         (m.hidden_units >= 1 and m.num_layers >= 1, "--hidden_units and --num_layers must be positive"),
         (math.isfinite(config.mixup) and config.mixup >= 0, "--mixup must be a finite number >= 0 (0: off)"),
         (math.isfinite(config.ema) and 0 <= config.ema < 1, "--ema must be in [0, 1)"),
@@ -136,7 +134,7 @@ def upgrade(saved: dict) -> dict:
         saved = dict(saved, precision="mixed_float16" if saved.pop("mixed_precision") else "float32")
     saved = {"steps_per_execution": 1, "weight_decay": 0.0, "label_smoothing": 0.0} | saved
     if isinstance(saved.get("model"), dict):
-        saved["model"] = {"input_dropout": 0.0, "frame_dropout": 0.0, "context": 1} | saved["model"]
+        saved["model"] = {"input_dropout": 0.0, "frame_dropout": 0.0} | saved["model"]
     return saved
 
 

@@ -50,13 +50,6 @@ class FrameDropout(keras.layers.Layer):
         return super().get_config() | {"rate": self.rate}
 
 
-class ZeroPadding(keras.layers.Layer):
-    """Zeroes the padding frames: [B, T, D], mask [B, T, 1] -> [B, T, D] (before a layer that mixes frames)."""
-
-    def call(self, x, mask):
-        return x * tf.cast(mask, x.dtype)
-
-
 class MaskedAveragePooling(keras.layers.Layer):
     """Mean over real frames: [B, T, C], mask [B, T, 1] -> [B, C]."""
 
@@ -143,26 +136,21 @@ class MultiHeadFeatureAttention(keras.layers.Layer):
 
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
-    Dequantize, FrameMask, FrameDropout, ZeroPadding, MaskedAveragePooling, MaskedMaxPooling, DecisionAttention,
-    FeatureAttention, MultiHeadFeatureAttention)}
+    Dequantize, FrameMask, FrameDropout, MaskedAveragePooling, MaskedMaxPooling, DecisionAttention, FeatureAttention,
+    MultiHeadFeatureAttention)}
 
 
 # --- Models -----------------------------------------------------------------------------------
 
-def _trunk(x, mask, config: ModelConfig) -> list:
-    """Per-frame hidden layers [B, T, 128] -> list of each layer's output [B, T, units]; with context > 1 the
-    first layer is a convolution over that many neighbouring seconds (padding frames zeroed; mask [B, T, 1])."""
+def _trunk(x, config: ModelConfig) -> list:
+    """Per-frame hidden layers [B, T, 128] -> list of each layer's output [B, T, units]."""
     if config.input_batchnorm:
         x = keras.layers.BatchNormalization(name="input_bn")(x)
     if config.input_dropout:
         x = keras.layers.Dropout(config.input_dropout, name="input_dropout")(x)
     outputs = []
     for i in range(config.num_layers):
-        if i == 0 and config.context > 1:
-            x = keras.layers.Conv1D(config.hidden_units, config.context, padding="same",
-                                    name="hidden1")(ZeroPadding()(x, mask))  # [B, T, units]
-        else:
-            x = keras.layers.Dense(config.hidden_units, name=f"hidden{i + 1}")(x)
+        x = keras.layers.Dense(config.hidden_units, name=f"hidden{i + 1}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.Dropout(config.dropout)(x)
@@ -230,7 +218,8 @@ def build(config: ModelConfig) -> keras.Model:
     embedding = keras.Input([None, schema.EMBEDDING_DIM], dtype=tf.uint8, name="embedding")
     num_frames = keras.Input([], dtype=tf.int32, name="num_frames")
     x = Dequantize()(embedding)  # [B, T, 128] float32
-    real = FrameMask()(num_frames, x)  # [B, T, 1]
-    mask = FrameDropout(config.frame_dropout)(real) if config.frame_dropout else real
-    scores = REGISTRY[config.name](_trunk(x, real, config), mask, config)
+    mask = FrameMask()(num_frames, x)  # [B, T, 1]
+    if config.frame_dropout:
+        mask = FrameDropout(config.frame_dropout)(mask)
+    scores = REGISTRY[config.name](_trunk(x, config), mask, config)
     return keras.Model({"embedding": embedding, "num_frames": num_frames}, scores, name=config.name)
