@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 
 import models  # noqa: F401  (quiet TensorFlow logs before it loads)
-# No TensorFlow: --help is fast. train.parse_args and train.build_parser stay importable from here.
-from models.config import build_parser, parse_args  # noqa: F401
+from models.config import parse_args  # no TensorFlow: --help is fast
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,11 +84,10 @@ def test_train_flags_are_the_fields_of_train_config_with_their_defaults():
     """One default, one place: every TrainConfig and ModelConfig field is a flag (ModelConfig.name is --model)."""
     import dataclasses
 
-    import train
-    from models.config import ModelConfig, TrainConfig
+    from models.config import ModelConfig, TrainConfig, build_parser, parse_args
 
-    assert train.parse_args(["--train_data", "s", "--model_dir", "m"]) == TrainConfig("s", "m")
+    assert parse_args(["--train_data", "s", "--model_dir", "m"]) == TrainConfig("s", "m")
     assert TrainConfig("s", "m").model == ModelConfig()  # the recipe's trunk is ModelConfig's default
-    dests = {a.dest for a in train.build_parser()._actions} - {"help", "mixed_precision"}
+    dests = {a.dest for a in build_parser()._actions} - {"help", "mixed_precision"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(ModelConfig)}
     assert dests == fields - {"name"}

@@ -9,15 +9,15 @@ import types
 import pytest
 
 from experiments import quality
+from models.config import parse_args
 from tests import in_process
 
 
 def test_research_runs_use_the_research_recipe_and_best_the_defaults():
-    import train
     from models import trainer, zoo
 
     def config(run):
-        return train.parse_args([*quality.train_args(run), "--train_data", "s", "--model_dir", "m"])
+        return parse_args([*quality.train_args(run), "--train_data", "s", "--model_dir", "m"])
 
     research = config("feature_attention")
     assert research.model == zoo.ModelConfig("feature_attention", hidden_units=1024, num_layers=3, dropout=0.5,
@@ -35,14 +35,12 @@ def test_research_runs_use_the_research_recipe_and_best_the_defaults():
 
 
 def test_runs_train_train_py_default_steps_but_the_previous_best_runs_their_measured_1000():
-    import train
-
     config = quality.QualityConfig("in", "w", class_labels="labels.csv")
 
     def steps(run, config=config):
-        return train.parse_args(quality.train_command(config, "w", run)).steps
+        return parse_args(quality.train_command(config, "w", run)).steps
 
-    assert steps("best") == train.parse_args(["--train_data", "s", "--model_dir", "m"]).steps
+    assert steps("best") == parse_args(["--train_data", "s", "--model_dir", "m"]).steps
     assert "--steps" not in quality.train_command(config, "w", "best")
     assert {steps(run) for run in quality.VARIANTS if run.startswith("previous_best")} == {1000}
     assert steps("best", quality.QualityConfig("in", "w", steps=40, class_labels="l")) == 40  # --steps: every run
@@ -127,13 +125,11 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
 
 
 def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
-    import train
-
     args = [*quality.train_args("best"), "--train_data", "s", "--model_dir", str(tmp_path / "runs" / "best"), "--seed", "0"]
     run_dir = tmp_path / "runs" / "best"
     assert not quality._same_training(str(run_dir), args)  # nothing trained yet
     run_dir.mkdir(parents=True)
-    saved = train.parse_args(args).to_json() | {"model_dir": "/elsewhere/runs/best"}  # a moved work dir still counts
+    saved = parse_args(args).to_json() | {"model_dir": "/elsewhere/runs/best"}  # a moved work dir still counts
     (run_dir / "config.json").write_text(json.dumps(saved))
     assert quality._same_training(str(run_dir), args)
     before_a_default_changed = saved | {"weight_decay": 0.0}

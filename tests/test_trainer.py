@@ -294,9 +294,9 @@ def test_user_errors_are_one_line(small_shards, tmp_path, problem, message):
     data = shards if problem != "shards" else tmp_path / "missing"
     common = ["--class_labels", str(shards.parent.parent / "class_labels_indices.csv"), *SMALL, "--steps", "1"]
     if problem == "config":  # the model dir of an earlier run with another model
-        import train
+        from models.config import parse_args
 
-        earlier = train.parse_args(["--train_data", str(data), "--model_dir", str(model_dir), *common])
+        earlier = parse_args(["--train_data", str(data), "--model_dir", str(model_dir), *common])
         model_dir.mkdir()
         (model_dir / "config.json").write_text(json.dumps(earlier.to_json()))
     run = _train_subprocess if problem == "batch" else _train
@@ -353,50 +353,11 @@ def test_a_logged_run_prints_lines_and_tensorboard_uses_the_global_step(unvalida
 
 # --- Reliability, round 2 (issue #14). ---------------------------------------------------------------
 
-@pytest.mark.parametrize("flag, value", [
-    ("--learning_rate", "nan"), ("--learning_rate", "inf"), ("--learning_rate", "-0.001"), ("--learning_rate", "0"),
-    ("--dropout", "1"), ("--dropout", "-0.1"), ("--dropout", "nan"), ("--num_heads", "0"), ("--num_heads", "-2"),
-    ("--mixup", "nan"), ("--mixup", "inf"), ("--mixup", "-0.5"), ("--ema", "nan"), ("--cpu_replicas", "-1"),
-    ("--steps_per_execution", "0"), ("--steps_per_execution", "3"),  # 3 does not divide --steps_per_epoch 500
-])
-def test_every_numeric_flag_is_validated_before_anything_runs(tmp_path, capsys, flag, value):
-    import train
-
-    with pytest.raises(SystemExit) as exit_:
-        train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), flag, value])
-    assert exit_.value.code == 2
-    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
-    assert not (tmp_path / "m").exists()
-
-
-def test_valid_numeric_flags_are_accepted(tmp_path):
-    import train
-
-    config = train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), "--learning_rate",
-                               "1e-4", "--dropout", "0", "--num_heads", "1", "--mixup", "0", "--ema", "0"])
-    assert config.learning_rate == 1e-4 and config.model.dropout == 0 and config.mixup == 0
-
-
-def test_precision_flags_and_the_deprecated_mixed_precision_alias(tmp_path, capsys):
-    import train
-
-    base = ["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m")]
-    assert train.parse_args(base).precision == "float32"
-    assert train.parse_args(base + ["--precision", "mixed_bfloat16"]).precision == "mixed_bfloat16"
-    config = train.parse_args(base + ["--mixed_precision", "--steps_per_execution", "4", "--jit_compile"])
-    assert (config.precision, config.steps_per_execution, config.jit_compile) == ("mixed_float16", 4, True)
-    assert "deprecated" in capsys.readouterr().err
-    for bad in (["--precision", "float16"], ["--mixed_precision", "--precision", "mixed_bfloat16"]):
-        with pytest.raises(SystemExit):
-            train.parse_args(base + bad)
-    assert "--precision" in capsys.readouterr().err
-
-
 def test_a_config_json_from_before_precision_resumes_as_it_was(tmp_path):
-    import train
     from models import trainer
+    from models.config import parse_args
 
-    config = train.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path), "--mixed_precision"])
+    config = parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path), "--mixed_precision"])
     old = {k: v for k, v in config.to_json().items() if k not in ("precision", "steps_per_execution")}
     (tmp_path / "config.json").write_text(json.dumps(old | {"mixed_precision": True}))
     trainer.check_resume(config)  # the same run: accepted
@@ -463,8 +424,8 @@ OPTION_TOLERANCE = {"jit_compile": 1e-4, "steps_per_execution": 1e-4, "mixed_flo
 def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(shards, tmp_path, monkeypatch):
     import tensorflow as tf
 
-    import train
     from models import trainer
+    from models.config import parse_args
     from tfdata import synthetic
 
     class Interrupted(Exception):
@@ -484,7 +445,7 @@ def test_precision_jit_and_steps_per_execution_train_resume_and_export_float32(s
     # Each run --steps 4 --steps_per_epoch 2 is interrupted after its first epoch, then run again: it resumes.
     results, stdout = {}, io.StringIO()
     for name, extra in options.items():
-        config = train.parse_args(_argv(shards, tmp_path / name, *common, *extra))
+        config = parse_args(_argv(shards, tmp_path / name, *common, *extra))
         with in_process.isolated(stdout, io.StringIO()), monkeypatch.context() as patch, pytest.raises(Interrupted):
             patch.setattr(trainer, "Progress", StopAfterFirstEpoch)
             trainer.train(config)
