@@ -72,12 +72,40 @@ def _finite_or_null(value, key: str, nulls: dict):
     return value
 
 
+def _load_scores(result_dir: str) -> dict | None:
+    path = os.path.join(result_dir, "scores.npz")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as saved:
+        return {k: saved[k] for k in ("video_id", "start_time_seconds", "scores", "labels")}
+
+
+def paired_difference(result_dir: str, baseline_dir: str) -> tuple[float, float, float] | None:
+    """mAP of one evaluate.py output minus another's, with the paired 95% bootstrap interval
+    (models.metrics.bootstrap_difference, resampling in the first one's clip order), matching the baseline's clips
+    by video id and start time; None when either has
+    no scores.npz or they scored other clips (or the same clips with other labels)."""
+    run, base = _load_scores(result_dir), _load_scores(baseline_dir)
+    if run is None or base is None:
+        return None
+    keys = [list(zip(s["video_id"].tolist(), s["start_time_seconds"].tolist())) for s in (run, base)]
+    position = {key: i for i, key in enumerate(keys[1])}
+    if len(position) != len(keys[1]) or len(keys[0]) != len(keys[1]) or not all(k in position for k in keys[0]):
+        return None
+    order = np.array([position[k] for k in keys[0]])  # baseline row of each of run's clips
+    if not np.array_equal(run["labels"], base["labels"][order]):
+        return None
+    return metrics_lib.bootstrap_difference(run["labels"], run["scores"], base["scores"][order])
+
+
 def compare(result_dirs: list[str]) -> str:
-    """A Markdown table of model, data, mAP, AUC, d-prime for several evaluate.py output directories, with a
+    """A Markdown table of model, data, mAP, AUC, d-prime for several evaluate.py output directories, each
+    run's mAP minus the first's with the paired 95% interval (where both scored the same clips), and a
     warning under it when they were measured on different data."""
-    rows = ["| run | models | data | mAP | AUC | d-prime | clips |", "|---|---|---|---|---|---|---|"]
+    rows = ["| run | models | data | mAP | minus the first run's (paired 95% interval) | AUC | d-prime | clips |",
+            "|---|---|---|---|---|---|---|---|"]
     measured_on = set()
-    for d in result_dirs:
+    for i, d in enumerate(result_dirs):
         path = os.path.join(d, "metrics.json")
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"{d}: no metrics.json (not an evaluate.py output directory)")
@@ -89,8 +117,10 @@ def compare(result_dirs: list[str]) -> str:
         models = ", ".join(os.path.basename(os.path.dirname(p.rstrip("/"))) or p for p in m["saved_models"])
         data = m.get("data", "?")
         measured_on.add((data, m["num_clips"]))
-        figures = " | ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("mAP", "AUC", "d_prime"))
-        rows.append(f"| {d} | {models} | {data} | {figures} | {m['num_clips']} |")
+        mAP, *others = ("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("mAP", "AUC", "d_prime"))
+        versus = paired_difference(d, result_dirs[0]) if i else None
+        versus = "—" if not i else "n/a" if versus is None else "{:+.4f} ({:+.4f} to {:+.4f})".format(*versus)
+        rows.append(f"| {d} | {models} | {data} | {mAP} | {versus} | {' | '.join(others)} | {m['num_clips']} |")
     if len(measured_on) > 1:
         rows.append("")
         rows.append("**warning: these results were measured on different data** (" + "; ".join(

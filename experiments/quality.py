@@ -179,18 +179,14 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
 
 def _compare(work: str, summary: dict, baseline: str) -> None:
     """Adds to `summary` (and its RUN.json) its mAP minus the baseline run's on the same validation clips, with
-    the paired 95% bootstrap interval (models.metrics.bootstrap_difference), when both were evaluated here."""
-    import numpy as np
+    the paired 95% bootstrap interval (evaluation.report.paired_difference), when both were evaluated here."""
+    from evaluation import report
 
-    from models import metrics
-
-    paths = [os.path.join(work, "results", name, "scores.npz") for name in (summary["run"], baseline)]
-    if summary["run"] == baseline or not all(os.path.exists(p) for p in paths):
+    if summary["run"] == baseline:
         return
-    run, base = (np.load(p) for p in paths)
-    if not (np.array_equal(run["video_id"], base["video_id"]) and np.array_equal(run["labels"], base["labels"])):
-        return  # scored on other clips: no paired comparison
-    difference = metrics.bootstrap_difference(run["labels"], run["scores"], base["scores"])
+    difference = report.paired_difference(*(os.path.join(work, "results", name) for name in (summary["run"], baseline)))
+    if difference is None:
+        return  # not both evaluated, or on other clips: no paired comparison
     summary[f"vs_{baseline}"] = [round(v, 4) for v in difference]
     with open(os.path.join(work, "results", f"{summary['run']}.json"), "w") as f:
         json.dump(summary, f, indent=1)

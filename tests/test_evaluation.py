@@ -268,10 +268,37 @@ def test_compare_shows_the_data_and_warns_when_it_differs(tmp_path, exported, ev
     files = sorted(synthetic_tfrecords.glob("*.tfrecord"))
     a, b = evaluated(0), evaluated(1)
     c = _evaluate(tmp_path, exported[1:], files[0], "c")
-    assert "warning" not in report.compare([str(a), str(b)])
+    same = report.compare([str(a), str(b)])
+    assert "warning" not in same
+    scores = [np.load(d / "scores.npz") for d in (a, b)]
+    difference = metrics.bootstrap_difference(scores[1]["labels"], scores[1]["scores"], scores[0]["scores"])
+    assert "| {:+.4f} ({:+.4f} to {:+.4f}) |".format(*difference) in same.splitlines()[3]  # b minus a, paired
     table = report.compare([str(a), str(c)])
     assert f"| {synthetic_tfrecords / '*.tfrecord'} |" in table and f"| {files[0]} |" in table
     assert "warning: these results were measured on different data" in table
+    assert "| n/a |" in table.splitlines()[3]  # other clips: no paired difference
+
+
+def test_paired_difference_matches_clips_by_id_and_start_time(tmp_path):
+    rng = np.random.default_rng(0)
+    ids, starts = np.array([f"v{i % 150}".encode() for i in range(300)]), np.repeat([0.0, 30.0], 150)
+    labels = (rng.random([300, 6]) < 0.2).astype(np.uint8)
+    scores = {"a": rng.random([300, 6]), "b": rng.random([300, 6]) + 0.5 * labels}
+
+    def save(name, order, labels=labels):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "scores.npz", video_id=ids[order], start_time_seconds=starts[order],
+                 scores=scores[name[0]][order], labels=labels[order])
+        return str(tmp_path / name)
+
+    a, b = save("a", np.arange(300)), save("b", np.arange(300))
+    expected = metrics.bootstrap_difference(labels, scores["b"], scores["a"])
+    assert report.paired_difference(b, a) == pytest.approx(expected) and expected[1] > 0
+    shuffled = save("a_shuffled", rng.permutation(300))  # the baseline's clips in another order: the same figures
+    assert report.paired_difference(b, shuffled) == pytest.approx(expected, abs=1e-12)
+    assert report.paired_difference(save("b_fewer", np.arange(299)), a) is None
+    assert report.paired_difference(save("b_relabelled", np.arange(300), 1 - labels), a) is None
+    assert report.paired_difference(b, str(tmp_path / "missing")) is None
 
 
 def test_scoring_progress_is_lines_when_not_a_terminal(exported, synthetic_tfrecords, monkeypatch):
