@@ -48,7 +48,7 @@ demo: $(STAMP)
 		--max_clips 5
 
 # The README's quick start on real AudioSet (AUDIOSET/bal_train), as written but with a short training:
-# QUICKSTART_STEPS=1000 trains as the README does (about 9 minutes on 2 cores). Writes quickstart/.
+# QUICKSTART_STEPS=1200 trains as the README does (about 21 minutes on 2 cores). Writes quickstart/.
 demo-real: $(STAMP)
 	@test -d $(AUDIOSET)/bal_train || { echo "no $(AUDIOSET)/bal_train: see README.md, \"The real data\"; or make demo-real AUDIOSET=DIR"; exit 2; }
 	rm -rf quickstart

@@ -16,7 +16,8 @@
 A run named after a research model uses the research recipe (no mixup, no weight averaging, no input or
 frame dropout, no weight decay); `best` uses train.py's defaults (our recipe), `previous_best` the recipe
 before the regularisers were chosen on eval_a, and the other VARIANTS change one thing of one of them. A
-finished run is reused only while train.py would still train exactly its config.json (defaults change).
+finished run is reused only while train.py would still train exactly its config.json (defaults change);
+a run trained with other arguments is kept as RUN.replaced-TIME (runs/ and results/), never deleted.
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
 their exports into one SavedModel (`python -m models.exporting --average`), evaluated like the others.
 """
@@ -156,8 +157,8 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
         if all(done.get(k) == v for k, v in summary.items()) and _same_training(model_dir, args):
             print(f"{run}: finished before, reusing {path}", flush=True)
             return done
-    if os.path.exists(os.path.join(model_dir, "saved_model")):  # finished, with other arguments
-        shutil.rmtree(model_dir)
+    if os.path.exists(model_dir) and not _same_training(model_dir, args):
+        _set_aside(work, run)
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
                                           os.path.join(work, "results", f"{run}.train.log")))
     summary["final"] = _evaluate(config, work, run, [os.path.join(model_dir, "saved_model")])
@@ -175,6 +176,20 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def _set_aside(work: str, run: str) -> None:
+    """Moves a run trained with other arguments (its model dir, evaluation, summary and logs) to RUN.replaced-TIME
+    beside where it was, so that a new run never destroys an earlier one."""
+    suffix = ".replaced-" + time.strftime("%Y%m%d-%H%M%S")
+    results = os.path.join(work, "results")
+    tails = ("", ".json", ".log", ".train.log", "-snapshots", "-snapshots.log")
+    paths = [os.path.join(work, "runs", run), *(os.path.join(results, run + tail) for tail in tails)]
+    for path in paths:
+        if os.path.exists(path):
+            os.rename(path, path + suffix)
+    print(f"{run}: trained before with other arguments; kept as runs/{run}{suffix} (and results/{run}{suffix}*)",
+          flush=True)
 
 
 def _compare(work: str, summary: dict, baseline: str) -> None:

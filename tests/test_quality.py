@@ -141,6 +141,29 @@ def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_confi
     assert not quality._same_training(str(run_dir), args)
 
 
+def test_a_run_trained_with_other_arguments_is_kept_aside_not_deleted(tmp_path, monkeypatch):
+    config = quality.QualityConfig("in", str(tmp_path), class_labels="labels.csv")
+    old = parse_args(quality.train_command(config, str(tmp_path), "best")).to_json() | {"steps": 10}
+    (tmp_path / "runs" / "best" / "saved_model").mkdir(parents=True)
+    (tmp_path / "runs" / "best" / "config.json").write_text(json.dumps(old))
+    (tmp_path / "results" / "best").mkdir(parents=True)
+    (tmp_path / "results" / "best.json").write_text("{}")
+    (tmp_path / "results" / "best" / "metrics.json").write_text("{}")
+
+    def run(command, log):
+        assert not (tmp_path / "runs" / "best").exists()  # set aside before train.py starts
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(quality, "_run", run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        quality._trained(config, str(tmp_path), "best")
+    [aside] = (tmp_path / "runs").glob("best.replaced-*")
+    assert json.loads((aside / "config.json").read_text()) == old and (aside / "saved_model").is_dir()
+    suffix = aside.name[len("best"):]
+    assert (tmp_path / "results" / f"best.json{suffix}").read_text() == "{}"
+    assert (tmp_path / "results" / f"best{suffix}" / "metrics.json").exists()
+
+
 def test_each_run_is_compared_with_the_baseline_on_the_same_clips(tmp_path):
     import numpy as np
 
