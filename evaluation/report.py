@@ -82,15 +82,15 @@ def _load_scores(result_dir: str) -> dict | None:
 
 def paired_difference(result_dir: str, baseline_dir: str) -> tuple[float, float, float] | None:
     """mAP of one evaluate.py output minus another's, with the paired 95% bootstrap interval
-    (models.metrics.bootstrap_difference, resampling in the first one's clip order), matching the baseline's clips
-    by video id and start time; None when either has
-    no scores.npz or they scored other clips (or the same clips with other labels)."""
+    (models.metrics.bootstrap_difference, resampling in the first one's clip order), the baseline's clips matched
+    by video id and start time; None when either has no scores.npz or they scored other clips (or the same clips
+    with other labels)."""
     run, base = _load_scores(result_dir), _load_scores(baseline_dir)
     if run is None or base is None:
         return None
     keys = [list(zip(s["video_id"].tolist(), s["start_time_seconds"].tolist())) for s in (run, base)]
     position = {key: i for i, key in enumerate(keys[1])}
-    if len(position) != len(keys[1]) or len(keys[0]) != len(keys[1]) or not all(k in position for k in keys[0]):
+    if len(position) != len(keys[1]) or len(set(keys[0])) != len(keys[1]) or not all(k in position for k in keys[0]):
         return None
     order = np.array([position[k] for k in keys[0]])  # baseline row of each of run's clips
     if not np.array_equal(run["labels"], base["labels"][order]):

@@ -137,9 +137,10 @@ def run_quality(config: QualityConfig) -> list[dict]:
 def train_command(config: QualityConfig, work: str, run: str) -> list[str]:
     """train.py's arguments for `run` in the work dir: its recipe, the data, its steps and seed."""
     steps = config.steps or RUN_STEPS.get(run)
-    return [*train_args(run), "--train_data", os.path.join(work, "shards"), "--model_dir", os.path.join(work, "runs", run),
-            "--eval_data", validation_data(config, work), *(["--steps", str(steps)] if steps else []),
-            "--eval_every", str(config.eval_every), "--snapshots", str(config.snapshots), "--seed", str(SEEDS.get(run, 0)),
+    return [*train_args(run), "--train_data", os.path.join(work, "shards"),
+            "--model_dir", os.path.join(work, "runs", run), "--eval_data", validation_data(config, work),
+            *(["--steps", str(steps)] if steps else []), "--eval_every", str(config.eval_every),
+            "--snapshots", str(config.snapshots), "--seed", str(SEEDS.get(run, 0)),
             "--class_labels", _class_labels(config), *config.train_args]
 
 
@@ -199,7 +200,8 @@ def _compare(work: str, summary: dict, baseline: str) -> None:
 
     if summary["run"] == baseline:
         return
-    difference = report.paired_difference(*(os.path.join(work, "results", name) for name in (summary["run"], baseline)))
+    results = os.path.join(work, "results")
+    difference = report.paired_difference(os.path.join(results, summary["run"]), os.path.join(results, baseline))
     if difference is None:
         return  # not both evaluated, or on other clips: no paired comparison
     summary[f"vs_{baseline}"] = [round(v, 4) for v in difference]
@@ -228,7 +230,8 @@ def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
           *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
          os.path.join(work, "results", "ensemble.export.log"))
     summary = {"run": "ensemble", "members": [m["run"] for m in members],
-               "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"], "steps": [m["steps"] for m in members],
+               "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"],
+               "steps": [m["steps"] for m in members],
                "train_seconds": sum(m["train_seconds"] for m in members), **_data(config),
                "final": _evaluate(config, work, "ensemble", [export])}
     with open(os.path.join(work, "results", "ensemble.json"), "w") as f:
@@ -269,7 +272,8 @@ def table(summaries: list[dict]) -> str:
         versus_text = f"{versus[0]:+.4f} ({versus[1]:+.4f} to {versus[2]:+.4f})" if versus else "n/a"
         rows.append(f"| {s['run']} | {final['mAP']:.3f} ({low:.3f}-{high:.3f}) | {versus_text} | {final['AUC']:.3f} "
                     f"| {final['d_prime']:.3f} | {snap_text} "
-                    f"| {s['train_seconds'] / 60:.0f} min | `{' '.join(s['train_args'])} --steps {_steps(s['steps'])}` |")
+                    f"| {s['train_seconds'] / 60:.0f} min "
+                    f"| `{' '.join(s['train_args'])} --steps {_steps(s['steps'])}` |")
     return "\n".join(rows) + "\n"
 
 
@@ -286,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "without it, a 10%% holdout of --input")
     parser.add_argument("--work_dir", required=True, help="shards, runs, results and logs go here")
     parser.add_argument("--runs", default=",".join(QualityConfig.runs), help="comma-separated runs")
-    parser.add_argument("--steps", type=int, default=QualityConfig.steps, help="training steps of every run (default: train.py's, but 1,000 for the previous_best runs)")
+    parser.add_argument("--steps", type=int, default=QualityConfig.steps,
+                        help="training steps of every run (default: train.py's, and 1,000 for the previous_best runs)")
     parser.add_argument("--eval_every", type=int, default=QualityConfig.eval_every, help="steps between validations")
     parser.add_argument("--snapshots", type=int, default=QualityConfig.snapshots,
                         help="last checkpoints whose predictions are averaged")

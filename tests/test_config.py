@@ -44,8 +44,9 @@ def test_every_numeric_flag_is_validated_before_anything_runs(tmp_path, capsys, 
 
 
 def test_valid_numeric_flags_are_accepted(tmp_path):
-    config = model_config.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"), "--learning_rate",
-                                      "1e-4", "--dropout", "0", "--num_heads", "1", "--mixup", "0", "--ema", "0"])
+    config = model_config.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path / "m"),
+                                      "--learning_rate", "1e-4", "--dropout", "0", "--num_heads", "1", "--mixup", "0",
+                                      "--ema", "0"])
     assert config.learning_rate == 1e-4 and config.model.dropout == 0 and config.mixup == 0
 
 

@@ -175,8 +175,8 @@ def test_each_run_is_compared_with_the_baseline_on_the_same_clips(tmp_path):
     scores = {"previous_best": rng.random([300, 8]), "best": rng.random([300, 8]) + 0.3 * labels}
     for run, s in scores.items():
         (tmp_path / "results" / run).mkdir(parents=True)
-        np.savez(tmp_path / "results" / run / "scores.npz", video_id=ids, start_time_seconds=np.zeros(300), labels=labels,
-                 scores=s)
+        np.savez(tmp_path / "results" / run / "scores.npz", video_id=ids, start_time_seconds=np.zeros(300),
+                 labels=labels, scores=s)
     summary = {"run": "best"}
     quality._compare(str(tmp_path), summary, "previous_best")
     expected = metrics.bootstrap_difference(labels, scores["best"], scores["previous_best"])
