@@ -18,6 +18,9 @@ from models import metrics as metrics_lib
 from tfdata import fileio
 
 
+SCORES_FILE = "scores.npz"  # per clip: video_id, start_time_seconds, scores, labels
+
+
 def check_output_dir(path: str) -> None:
     """Creates an output directory, or fails (before any work) when a file is in the way."""
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
@@ -54,7 +57,7 @@ def write_results(output_dir: str, scored: Scored, result: metrics_lib.Metrics, 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, video_id=scored.video_id.astype(bytes), start_time_seconds=scored.start_time_seconds,
                         scores=scored.scores, labels=scored.labels)
-    fileio.write_atomically(os.path.join(output_dir, "scores.npz"), buffer.getvalue())
+    fileio.write_atomically(os.path.join(output_dir, SCORES_FILE), buffer.getvalue())
     counts = train_counts if train_counts is not None else np.array([m.positives for m in result.per_class])
     plots.plot_per_class(os.path.join(output_dir, "per_class.png"), counts, result,
                          "training clips" if train_counts is not None else "evaluation positives", names)
@@ -73,7 +76,7 @@ def _finite_or_null(value, key: str, nulls: dict):
 
 
 def _load_scores(result_dir: str) -> dict | None:
-    path = os.path.join(result_dir, "scores.npz")
+    path = os.path.join(result_dir, SCORES_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as saved:
@@ -85,7 +88,11 @@ def paired_difference(result_dir: str, baseline_dir: str) -> tuple[float, float,
     (models.metrics.bootstrap_difference, resampling in the first one's clip order), the baseline's clips matched
     by video id and start time; None when either has no scores.npz or they scored other clips (or the same clips
     with other labels)."""
-    run, base = _load_scores(result_dir), _load_scores(baseline_dir)
+    return _paired(_load_scores(result_dir), _load_scores(baseline_dir))
+
+
+def _paired(run: dict | None, base: dict | None) -> tuple[float, float, float] | None:
+    """paired_difference of two loaded scores.npz."""
     if run is None or base is None:
         return None
     keys = [list(zip(s["video_id"].tolist(), s["start_time_seconds"].tolist())) for s in (run, base)]
@@ -104,7 +111,7 @@ def compare(result_dirs: list[str]) -> str:
     warning under it when they were measured on different data."""
     rows = ["| run | models | data | mAP | minus the first run's (paired 95% interval) | AUC | d-prime | clips |",
             "|---|---|---|---|---|---|---|---|"]
-    measured_on = set()
+    measured_on, first = set(), None
     for i, d in enumerate(result_dirs):
         path = os.path.join(d, "metrics.json")
         if not tf.io.gfile.exists(path):
@@ -118,8 +125,11 @@ def compare(result_dirs: list[str]) -> str:
         data = m.get("data", "?")
         measured_on.add((data, m["num_clips"]))
         mAP, *others = ("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("mAP", "AUC", "d_prime"))
-        versus = paired_difference(d, result_dirs[0]) if i else None
-        versus = "—" if not i else "n/a" if versus is None else "{:+.4f} ({:+.4f} to {:+.4f})".format(*versus)
+        if i == 0:
+            first, versus = _load_scores(d), "—"  # loaded once for every comparison
+        else:
+            difference = _paired(_load_scores(d), first)
+            versus = "n/a" if difference is None else "{:+.4f} ({:+.4f} to {:+.4f})".format(*difference)
         rows.append(f"| {d} | {models} | {data} | {mAP} | {versus} | {' | '.join(others)} | {m['num_clips']} |")
     if len(measured_on) > 1:
         rows.append("")

@@ -152,13 +152,14 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     summary = {"run": run, "train_args": args[:args.index("--train_data")] + list(config.train_args),
                "steps": parse_args(args).steps, "seed": SEEDS.get(run, 0), **_data(config)}
     path = os.path.join(work, "results", f"{run}.json")
-    if os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
+    same_training = _same_training(model_dir, args)
+    if same_training and os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
         with open(path) as f:
             done = json.load(f)
-        if all(done.get(k) == v for k, v in summary.items()) and _same_training(model_dir, args):
+        if all(done.get(k) == v for k, v in summary.items()):
             print(f"{run}: finished before, reusing {path}", flush=True)
             return done
-    if os.path.exists(model_dir) and not _same_training(model_dir, args):
+    if os.path.exists(model_dir) and not same_training:
         _set_aside(work, run)
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
                                           os.path.join(work, "results", f"{run}.train.log")))

@@ -33,7 +33,7 @@ def test_a_config_written_before_a_field_existed_reads_as_that_field_off():
     ("--learning_rate", "nan"), ("--learning_rate", "inf"), ("--learning_rate", "-0.001"), ("--learning_rate", "0"),
     ("--dropout", "1"), ("--dropout", "-0.1"), ("--dropout", "nan"), ("--num_heads", "0"), ("--num_heads", "-2"),
     ("--mixup", "nan"), ("--mixup", "inf"), ("--mixup", "-0.5"), ("--ema", "nan"), ("--cpu_replicas", "-1"),
-    ("--steps_per_execution", "0"), ("--steps_per_execution", "3"),  # 3 does not divide --steps_per_epoch 500
+    ("--steps_per_execution", "0"), ("--steps_per_execution", "3"),  # 3 does not divide --steps_per_epoch 200
 ])
 def test_every_numeric_flag_is_validated_before_anything_runs(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
