@@ -6,7 +6,8 @@
         [--steps N] [--eval_every 100] [--snapshots 5]
 
 1. `beam_pipelines.build_shards` into WORK/shards, all of --input for training, and --eval_input as
-   plain shards into WORK/eval_shards (once each); without --eval_input, a holdout of --input
+   plain shards into WORK/eval_shards (once each: a work dir whose shards are of other input is refused);
+   without --eval_input, a holdout of --input
    (--holdout_fraction, a stable split by a hash of video_id) instead, 2. for every run `train.py` with
    `--eval_data` the validation clips (validation mAP every --eval_every steps), 3. `evaluate.py` on
    them, with a bootstrap 95% interval of mAP, for the final export and for the average of the last
@@ -113,13 +114,14 @@ def run_quality(config: QualityConfig) -> list[dict]:
     work = os.path.abspath(config.work_dir)
     shards = os.path.join(work, "shards")
     os.makedirs(os.path.join(work, "results"), exist_ok=True)
-    if not os.path.exists(os.path.join(shards, "manifest.json")):
-        holdout = 0 if config.eval_input else config.holdout_fraction
+    holdout = 0 if config.eval_input else config.holdout_fraction
+    if not _built(shards, config.input, holdout):
         _run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", config.input, "--output_dir", shards,
               "--holdout_fraction", str(holdout), "--overwrite"], os.path.join(work, "shards.log"))
-    if config.eval_input and not os.path.exists(os.path.join(work, "eval_shards", "manifest.json")):
+    eval_shards = os.path.join(work, "eval_shards")
+    if config.eval_input and not _built(eval_shards, config.eval_input, 0):
         _run([sys.executable, "-m", "beam_pipelines.build_shards", "--input", config.eval_input, "--output_dir",
-              os.path.join(work, "eval_shards"), "--layout", "plain", "--overwrite"], os.path.join(work, "eval_shards.log"))
+              eval_shards, "--layout", "plain", "--overwrite"], os.path.join(work, "eval_shards.log"))
     summaries = []
     for run in config.runs:
         if run == "ensemble":
@@ -132,6 +134,27 @@ def run_quality(config: QualityConfig) -> list[dict]:
     with open(os.path.join(work, "results.md"), "w") as f:
         f.write(table(summaries))
     return summaries
+
+
+def _built(shards: str, input: str, holdout_fraction: float) -> bool:
+    """Whether `shards` holds finished shards of `input` (False: none yet); shards of other input or another
+    holdout fraction are an error: the runs of this work dir were trained on them, so they are neither reused
+    for other data nor rebuilt under those runs."""
+    try:
+        with open(os.path.join(shards, "manifest.json")) as f:
+            args = json.load(f).get("args", {})
+    except FileNotFoundError:
+        return False
+
+    def resolved(patterns: str) -> list[str]:  # build_shards runs in REPO_ROOT: relative globs start there
+        return [os.path.realpath(os.path.join(REPO_ROOT, p)) for p in patterns.split(",")]
+
+    built, fraction = args.get("input", ""), args.get("holdout_fraction", 0.0)
+    if resolved(built) != resolved(input) or fraction != holdout_fraction:
+        raise ValueError(f"{shards} holds shards of {built} (holdout fraction {fraction}), not of {input} (holdout "
+                         f"fraction {holdout_fraction}), and the runs in this work dir were trained on them; use "
+                         "another --work_dir")
+    return True
 
 
 def train_command(config: QualityConfig, work: str, run: str) -> list[str]:

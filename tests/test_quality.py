@@ -53,6 +53,28 @@ def test_validation_is_the_eval_input_else_a_holdout():
     assert quality.validation_data(quality.QualityConfig("in", "w"), "w") == "w/shards/holdout"
 
 
+def test_a_work_dir_with_shards_of_other_input_is_refused_not_reused_or_rebuilt(tmp_path, capsys, monkeypatch):
+    shards = tmp_path / "shards"
+    assert not quality._built(str(shards), "data/*.tfrecord", 0)  # nothing built yet
+    shards.mkdir()
+    manifest = {"args": {"input": str(tmp_path / "data" / ".." / "data" / "*.tfrecord"), "holdout_fraction": 0.0}}
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    assert quality._built(str(shards), str(tmp_path / "data" / "*.tfrecord"), 0)  # the same files, spelt otherwise
+    relative = os.path.relpath(tmp_path / "data" / "*.tfrecord", quality.REPO_ROOT)  # build_shards runs there
+    assert quality._built(str(shards), relative, 0)
+    for other_input, holdout in (("other/*.tfrecord", 0), (str(tmp_path / "data" / "*.tfrecord"), 0.1),
+                                 (str(tmp_path / "data" / "a*.tfrecord"), 0)):
+        with pytest.raises(ValueError, match="another --work_dir"):
+            quality._built(str(shards), other_input, holdout)
+    monkeypatch.setattr(quality, "_run", lambda command, log: pytest.fail(f"ran {command}"))
+    (tmp_path / "runs" / "best").mkdir(parents=True)
+    argv = ["--input", "other/*.tfrecord", "--work_dir", str(tmp_path), "--runs", "best", "--class_labels", "l.csv"]
+    assert quality.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not of other/*.tfrecord" in err and len(err.splitlines()) == 1
+    assert json.loads((shards / "manifest.json").read_text()) == manifest and (tmp_path / "runs" / "best").is_dir()
+
+
 @pytest.fixture
 def commands_in_process(monkeypatch):
     """The quality command's commands (train.py, evaluate.py, build_shards, models.exporting --average) run
