@@ -20,7 +20,8 @@ before the regularisers were chosen on eval_a, and the other VARIANTS change one
 finished run is reused only while train.py would still train exactly its config.json (defaults change);
 a run trained with other arguments is kept as RUN.replaced-TIME (runs/ and results/), never deleted.
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
-their exports into one SavedModel (`python -m models.exporting --average`), evaluated like the others.
+their exports into one SavedModel (`python -m models.exporting --average`), evaluated like the others
+(reused, or kept aside, like a run: by its members).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import glob
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -208,13 +208,13 @@ def _set_aside(work: str, run: str) -> None:
     beside where it was, so that a new run never destroys an earlier one."""
     suffix = ".replaced-" + time.strftime("%Y%m%d-%H%M%S")
     results = os.path.join(work, "results")
-    tails = ("", ".json", ".log", ".train.log", "-snapshots", "-snapshots.log")
+    tails = ("", ".json", ".log", ".train.log", ".export.log", "-snapshots", "-snapshots.log")
     paths = [os.path.join(work, "runs", run), *(os.path.join(results, run + tail) for tail in tails)]
     for path in paths:
         if os.path.exists(path):
             os.rename(path, path + suffix)
-    print(f"{run}: trained before with other arguments; kept as runs/{run}{suffix} (and results/{run}{suffix}*)",
-          flush=True)
+    print(f"{run}: made before from other arguments or members; kept as runs/{run}{suffix} (and "
+          f"results/{run}{suffix}*)", flush=True)
 
 
 def _compare(work: str, summary: dict, baseline: str) -> None:
@@ -247,18 +247,28 @@ def _same_training(model_dir: str, args: list[str]) -> bool:
 
 
 def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
-    """One SavedModel averaging the members' exports, evaluated like a single model."""
+    """One SavedModel averaging the members' exports, evaluated like a single model; reused while its members
+    are the same runs (their training seconds tell one training from another), else the earlier one is kept
+    as ensemble.replaced-TIME."""
     export = os.path.join(work, "runs", "ensemble", "saved_model")
-    shutil.rmtree(export, ignore_errors=True)
-    _run([sys.executable, "-m", "models.exporting", "--average",
-          *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
-         os.path.join(work, "results", "ensemble.export.log"))
+    path = os.path.join(work, "results", "ensemble.json")
     summary = {"run": "ensemble", "members": [m["run"] for m in members],
                "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"],
                "steps": [m["steps"] for m in members],
-               "train_seconds": sum(m["train_seconds"] for m in members), **_data(config),
-               "final": _evaluate(config, work, "ensemble", [export])}
-    with open(os.path.join(work, "results", "ensemble.json"), "w") as f:
+               "train_seconds": sum(m["train_seconds"] for m in members), **_data(config)}
+    if os.path.exists(path) and os.path.exists(export):
+        with open(path) as f:
+            done = json.load(f)
+        if all(done.get(k) == v for k, v in summary.items()):
+            print(f"ensemble: its members are the runs it averaged before, reusing {path}", flush=True)
+            return done
+    if os.path.exists(os.path.join(work, "runs", "ensemble")) or os.path.exists(path):
+        _set_aside(work, "ensemble")
+    _run([sys.executable, "-m", "models.exporting", "--average",
+          *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
+         os.path.join(work, "results", "ensemble.export.log"))
+    summary["final"] = _evaluate(config, work, "ensemble", [export])
+    with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 

@@ -143,7 +143,33 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
     logs = {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")}
     assert quality.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.train.log")} == logs
-    assert "best: finished before" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best: finished before" in out and "ensemble: its members are the runs it averaged before" in out
+    assert json.loads((work / "results" / "ensemble.json").read_text()) == ensemble
+
+
+def test_an_ensemble_of_other_members_is_made_again_and_the_earlier_one_kept(tmp_path, monkeypatch):
+    config = quality.QualityConfig("in", str(tmp_path), eval_input="e")
+    (tmp_path / "results").mkdir()
+    made = []
+
+    def run(command, log):  # models.exporting --average: a stand-in export
+        made.append(command)
+        os.makedirs(command[command.index("--output") + 1])
+
+    monkeypatch.setattr(quality, "_run", run)
+    monkeypatch.setattr(quality, "_evaluate", lambda config, work, name, models: {"mAP": 0.3 + len(made)})
+    members = [{"run": "best", "steps": 1200, "train_seconds": 100}, {"run": "previous_best", "steps": 1000,
+                                                                     "train_seconds": 90}]
+    first = quality._ensemble(config, str(tmp_path), members)
+    assert first["final"]["mAP"] == 1.3 and len(made) == 1
+    assert quality._ensemble(config, str(tmp_path), members) == first and len(made) == 1  # the same members
+    retrained = [members[0] | {"train_seconds": 101}, members[1]]
+    second = quality._ensemble(config, str(tmp_path), retrained)
+    assert second["final"]["mAP"] == 2.3 and len(made) == 2
+    [aside] = (tmp_path / "results").glob("ensemble.json.replaced-*")
+    assert json.loads(aside.read_text()) == first
+    assert len(list((tmp_path / "runs").glob("ensemble.replaced-*/saved_model"))) == 1
 
 
 def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
