@@ -206,10 +206,12 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
 def _set_aside(work: str, run: str) -> None:
     """Moves a run trained with other arguments (its model dir, evaluation, summary and logs) to RUN.replaced-TIME
     beside where it was, so that a new run never destroys an earlier one."""
-    suffix = ".replaced-" + time.strftime("%Y%m%d-%H%M%S")
     results = os.path.join(work, "results")
     tails = ("", ".json", ".log", ".train.log", ".export.log", "-snapshots", "-snapshots.log")
     paths = [os.path.join(work, "runs", run), *(os.path.join(results, run + tail) for tail in tails)]
+    suffix, n = ".replaced-" + time.strftime("%Y%m%d-%H%M%S"), 1
+    while any(os.path.exists(path + suffix) for path in paths):  # set aside twice in one second
+        suffix, n = suffix.split("~")[0] + f"~{n}", n + 1
     for path in paths:
         if os.path.exists(path):
             os.rename(path, path + suffix)

@@ -159,6 +159,7 @@ def test_an_ensemble_of_other_members_is_made_again_and_the_earlier_one_kept(tmp
 
     monkeypatch.setattr(quality, "_run", run)
     monkeypatch.setattr(quality, "_evaluate", lambda config, work, name, models: {"mAP": 0.3 + len(made)})
+    monkeypatch.setattr(quality.time, "strftime", lambda _: "20261202-080000")  # every set-aside in one second
     members = [{"run": "best", "steps": 1200, "train_seconds": 100}, {"run": "previous_best", "steps": 1000,
                                                                      "train_seconds": 90}]
     first = quality._ensemble(config, str(tmp_path), members)
@@ -170,6 +171,10 @@ def test_an_ensemble_of_other_members_is_made_again_and_the_earlier_one_kept(tmp
     [aside] = (tmp_path / "results").glob("ensemble.json.replaced-*")
     assert json.loads(aside.read_text()) == first
     assert len(list((tmp_path / "runs").glob("ensemble.replaced-*/saved_model"))) == 1
+    third = quality._ensemble(config, str(tmp_path), members)  # in the same second: another name, not over it
+    assert third["final"]["mAP"] == 3.3
+    assert sorted(json.loads(p.read_text())["final"]["mAP"] for p in (tmp_path / "results").glob("ensemble.json.*")) == [
+        1.3, 2.3]
 
 
 def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
