@@ -39,7 +39,7 @@ import time
 
 # No TensorFlow: --help is fast.
 from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT, parse_args, upgrade
-from tfdata.schema import CLASS_LABELS_FILE
+from tfdata.schema import CLASS_LABELS_FILE, MANIFEST_FILE, Manifest
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
 RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", str(RESEARCH_DROPOUT),
@@ -140,11 +140,9 @@ def _built(shards: str, input: str, holdout_fraction: float) -> bool:
     """Whether `shards` holds finished shards of `input` (False: none yet); shards of other input or another
     holdout fraction are an error: the runs of this work dir were trained on them, so they are neither reused
     for other data nor rebuilt under those runs."""
-    try:
-        with open(os.path.join(shards, "manifest.json")) as f:
-            args = json.load(f).get("args", {})
-    except FileNotFoundError:
+    if not os.path.exists(os.path.join(shards, MANIFEST_FILE)):
         return False
+    args = Manifest.read(shards).args  # ShardsError (a ValueError) for an unfinished or other-version one
 
     def resolved(patterns: str) -> list[str]:  # build_shards runs in REPO_ROOT: relative globs start there
         return [os.path.realpath(os.path.join(REPO_ROOT, p)) for p in patterns.split(",")]
@@ -176,12 +174,10 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
                "steps": parse_args(args).steps, "seed": SEEDS.get(run, 0), **_data(config)}
     path = os.path.join(work, "results", f"{run}.json")
     same_training = _same_training(model_dir, args)
-    if same_training and os.path.exists(path) and os.path.exists(os.path.join(model_dir, "saved_model")):
-        with open(path) as f:
-            done = json.load(f)
-        if all(done.get(k) == v for k, v in summary.items()):
-            print(f"{run}: finished before, reusing {path}", flush=True)
-            return done
+    done = _finished(path, summary, os.path.join(model_dir, "saved_model")) if same_training else None
+    if done:
+        print(f"{run}: finished before, reusing {path}", flush=True)
+        return done
     if os.path.exists(model_dir) and not same_training:
         _set_aside(work, run)
     summary["train_seconds"] = round(_run([sys.executable, "train.py", *args],
@@ -203,15 +199,26 @@ def _trained(config: QualityConfig, work: str, run: str) -> dict:
     return summary
 
 
+def _finished(path: str, summary: dict, export: str) -> dict | None:
+    """The summary at `path` of a finished run (its export exists) made as `summary` says, else None."""
+    if not (os.path.exists(path) and os.path.exists(export)):
+        return None
+    with open(path) as f:
+        done = json.load(f)
+    return done if all(done.get(k) == v for k, v in summary.items()) else None
+
+
 def _set_aside(work: str, run: str) -> None:
     """Moves a run trained with other arguments (its model dir, evaluation, summary and logs) to RUN.replaced-TIME
     beside where it was, so that a new run never destroys an earlier one."""
     results = os.path.join(work, "results")
     tails = ("", ".json", ".log", ".train.log", ".export.log", "-snapshots", "-snapshots.log")
     paths = [os.path.join(work, "runs", run), *(os.path.join(results, run + tail) for tail in tails)]
-    suffix, n = ".replaced-" + time.strftime("%Y%m%d-%H%M%S"), 1
+    stamp = suffix = ".replaced-" + time.strftime("%Y%m%d-%H%M%S")
+    n = 0
     while any(os.path.exists(path + suffix) for path in paths):  # set aside twice in one second
-        suffix, n = suffix.split("~")[0] + f"~{n}", n + 1
+        n += 1
+        suffix = f"{stamp}~{n}"
     for path in paths:
         if os.path.exists(path):
             os.rename(path, path + suffix)
@@ -258,12 +265,10 @@ def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
                "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"],
                "steps": [m["steps"] for m in members],
                "train_seconds": sum(m["train_seconds"] for m in members), **_data(config)}
-    if os.path.exists(path) and os.path.exists(export):
-        with open(path) as f:
-            done = json.load(f)
-        if all(done.get(k) == v for k, v in summary.items()):
-            print(f"ensemble: its members are the runs it averaged before, reusing {path}", flush=True)
-            return done
+    done = _finished(path, summary, export)
+    if done:
+        print(f"ensemble: its members are the runs it averaged before, reusing {path}", flush=True)
+        return done
     if os.path.exists(os.path.join(work, "runs", "ensemble")) or os.path.exists(path):
         _set_aside(work, "ensemble")
     _run([sys.executable, "-m", "models.exporting", "--average",
@@ -290,7 +295,7 @@ def _evaluate(config: QualityConfig, work: str, name: str, models: list[str]) ->
     """evaluate.py on the validation clips (several models: their mean scores); the headline metrics."""
     out = os.path.join(work, "results", name)
     _run([sys.executable, "evaluate.py", "--saved_model", *models, "--data", validation_data(config, work),
-          "--output_dir", out, "--train_manifest", os.path.join(work, "shards", "manifest.json")], out + ".log")
+          "--output_dir", out, "--train_manifest", os.path.join(work, "shards", MANIFEST_FILE)], out + ".log")
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
     keys = ("mAP", "mAP_95_interval", "AUC", "d_prime", "num_clips", "num_classes_scored")

@@ -11,6 +11,7 @@ import pytest
 from experiments import quality
 from models.config import parse_args
 from tests import in_process
+from tfdata import schema
 
 
 def test_research_runs_use_the_research_recipe_and_best_the_defaults():
@@ -57,8 +58,10 @@ def test_a_work_dir_with_shards_of_other_input_is_refused_not_reused_or_rebuilt(
     shards = tmp_path / "shards"
     assert not quality._built(str(shards), "data/*.tfrecord", 0)  # nothing built yet
     shards.mkdir()
-    manifest = {"args": {"input": str(tmp_path / "data" / ".." / "data" / "*.tfrecord"), "holdout_fraction": 0.0}}
-    (shards / "manifest.json").write_text(json.dumps(manifest))
+    args = {"input": str(tmp_path / "data" / ".." / "data" / "*.tfrecord"), "holdout_fraction": 0.0}
+    schema.Manifest(args=args, input_records=1, written_clips=1, rejected=0, rejected_reasons={}, class_counts=[],
+                    splits={}).write(str(shards))
+    manifest = json.loads((shards / schema.MANIFEST_FILE).read_text())
     assert quality._built(str(shards), str(tmp_path / "data" / "*.tfrecord"), 0)  # the same files, spelt otherwise
     relative = os.path.relpath(tmp_path / "data" / "*.tfrecord", quality.REPO_ROOT)  # build_shards runs there
     assert quality._built(str(shards), relative, 0)
@@ -72,7 +75,10 @@ def test_a_work_dir_with_shards_of_other_input_is_refused_not_reused_or_rebuilt(
     assert quality.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not of other/*.tfrecord" in err and len(err.splitlines()) == 1
-    assert json.loads((shards / "manifest.json").read_text()) == manifest and (tmp_path / "runs" / "best").is_dir()
+    assert json.loads((shards / schema.MANIFEST_FILE).read_text()) == manifest and (tmp_path / "runs" / "best").is_dir()
+    (shards / schema.MANIFEST_FILE).write_text(json.dumps(manifest | {"complete": False}))  # a build that stopped
+    with pytest.raises(ValueError, match="did not finish"):
+        quality._built(str(shards), str(tmp_path / "data" / "*.tfrecord"), 0)
 
 
 @pytest.fixture
