@@ -30,6 +30,7 @@ import argparse
 import csv
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shlex
@@ -255,17 +256,34 @@ def _same_training(model_dir: str, args: list[str]) -> bool:
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
 
 
+def _weights_digest(export: str) -> str:
+    """sha256 of a SavedModel's variables files: tells one training's weights from another's."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(glob.escape(export), "variables", "*"))):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
     """One SavedModel averaging the members' exports, evaluated like a single model; reused while its members
-    are the same runs (their training seconds tell one training from another), else the earlier one is kept
-    as ensemble.replaced-TIME."""
+    are the same runs with the same weights (runs/ensemble/members.json holds their digests), else the earlier
+    one is kept as ensemble.replaced-TIME."""
     export = os.path.join(work, "runs", "ensemble", "saved_model")
     path = os.path.join(work, "results", "ensemble.json")
+    weights_path = os.path.join(work, "runs", "ensemble", "members.json")
+    weights = {m["run"]: _weights_digest(os.path.join(work, "runs", m["run"], "saved_model")) for m in members}
     summary = {"run": "ensemble", "members": [m["run"] for m in members],
                "train_args": ["(" + " + ".join(m["run"] for m in members) + ")"],
                "steps": [m["steps"] for m in members],
                "train_seconds": sum(m["train_seconds"] for m in members), **_data(config)}
-    done = _finished(path, summary, export)
+    same_weights = False
+    if os.path.exists(weights_path):
+        with open(weights_path) as f:
+            same_weights = json.load(f) == weights
+    done = _finished(path, summary, export) if same_weights else None
     if done:
         print(f"ensemble: its members are the runs it averaged before, reusing {path}", flush=True)
         return done
@@ -274,6 +292,8 @@ def _ensemble(config: QualityConfig, work: str, members: list[dict]) -> dict:
     _run([sys.executable, "-m", "models.exporting", "--average",
           *[os.path.join(work, "runs", m["run"], "saved_model") for m in members], "--output", export],
          os.path.join(work, "results", "ensemble.export.log"))
+    with open(weights_path, "w") as f:
+        json.dump(weights, f, indent=1)
     summary["final"] = _evaluate(config, work, "ensemble", [export])
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)

@@ -171,13 +171,16 @@ def test_an_ensemble_of_other_members_is_made_again_and_the_earlier_one_kept(tmp
     first = quality._ensemble(config, str(tmp_path), members)
     assert first["final"]["mAP"] == 1.3 and len(made) == 1
     assert quality._ensemble(config, str(tmp_path), members) == first and len(made) == 1  # the same members
-    retrained = [members[0] | {"train_seconds": 101}, members[1]]
-    second = quality._ensemble(config, str(tmp_path), retrained)
+    variables = tmp_path / "runs" / "best" / "saved_model" / "variables"
+    variables.mkdir(parents=True)
+    (variables / "variables.data-00000-of-00001").write_bytes(b"weights of another training")
+    second = quality._ensemble(config, str(tmp_path), members)  # as many seconds, other weights
     assert second["final"]["mAP"] == 2.3 and len(made) == 2
     [aside] = (tmp_path / "results").glob("ensemble.json.replaced-*")
     assert json.loads(aside.read_text()) == first
     assert len(list((tmp_path / "runs").glob("ensemble.replaced-*/saved_model"))) == 1
-    third = quality._ensemble(config, str(tmp_path), members)  # in the same second: another name, not over it
+    retrained = [members[0] | {"train_seconds": 101}, members[1]]  # trained again: other seconds, same weights
+    third = quality._ensemble(config, str(tmp_path), retrained)  # in the same second: another name, not over it
     assert third["final"]["mAP"] == 3.3
     assert sorted(json.loads(p.read_text())["final"]["mAP"] for p in (tmp_path / "results").glob("ensemble.json.*")) == [
         1.3, 2.3]
