@@ -182,8 +182,10 @@ def test_an_ensemble_of_other_members_is_made_again_and_the_earlier_one_kept(tmp
     retrained = [members[0] | {"train_seconds": 101}, members[1]]  # trained again: other seconds, same weights
     third = quality._ensemble(config, str(tmp_path), retrained)  # in the same second: another name, not over it
     assert third["final"]["mAP"] == 3.3
+    (tmp_path / "runs" / "ensemble" / "members.json").unlink()  # an ensemble made before the digests were kept
+    assert quality._ensemble(config, str(tmp_path), retrained)["final"]["mAP"] == 4.3
     assert sorted(json.loads(p.read_text())["final"]["mAP"] for p in (tmp_path / "results").glob("ensemble.json.*")) == [
-        1.3, 2.3]
+        1.3, 2.3, 3.3]
 
 
 def test_a_finished_run_is_reused_only_while_train_py_would_train_the_same_config(tmp_path):
