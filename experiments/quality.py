@@ -14,9 +14,10 @@
    --snapshots checkpoints (the research code's snapshot averaging). Each run is a subprocess running
    exactly the documented commands, printed before it starts. Writes WORK/results/RUN.json (the small
    summary committed under experiments/results/) and WORK/results.md (a table).
-A run named after a research model uses the research recipe (no mixup, no weight averaging, no input or
-frame dropout, no weight decay); `best` uses train.py's defaults (our recipe), `previous_best` the recipe
-before the regularisers were chosen on eval_a, and the other VARIANTS change one thing of one of them. A
+A run named after a research model uses the research recipe (class-balanced batches, no mixup, no weight
+averaging, no input or frame dropout, no weight decay); `best` uses train.py's defaults (our recipe),
+`best_balanced` them with class-balanced batches, `previous_best` the recipe before the regularisers were
+chosen on eval_a, and the other VARIANTS change one thing of one of them. A
 finished run is reused only while train.py would still train exactly its config.json (defaults change);
 a run trained with other arguments is kept as RUN.replaced-TIME (runs/ and results/), never deleted.
 `ensemble` trains the runs of ENSEMBLE_MEMBERS that this work dir does not hold yet and averages
@@ -43,20 +44,23 @@ from models.config import EXPORT_METADATA_FILE, MODEL_NAMES, RESEARCH_DROPOUT, p
 from tfdata.schema import CLASS_LABELS_FILE, MANIFEST_FILE, Manifest
 
 RESEARCH_MODELS = ("average_pooling", "max_pooling", "single_attention", "multi_attention", "feature_attention")
-RESEARCH_RECIPE = ("--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout", str(RESEARCH_DROPOUT),
-                   "--mixup", "0", "--ema", "0", "--weight_decay", "0", "--input_dropout", "0", "--frame_dropout", "0")
-# The recipe before the regularisers were chosen on eval_a (README, "Results"), and one-change variants of it.
-PREVIOUS = ("--frame_dropout", "0", "--input_dropout", "0", "--weight_decay", "0")
-VARIANTS = {"best": (), "best_single_attention": ("--model", "single_attention"),
+BALANCED = ("--sampling", "balanced")  # the research code's class-balanced batches
+RESEARCH_RECIPE = (*BALANCED, "--learning_rate", "0.001", "--lr_schedule", "constant", "--dropout",
+                   str(RESEARCH_DROPOUT), "--mixup", "0", "--ema", "0", "--weight_decay", "0", "--input_dropout", "0",
+                   "--frame_dropout", "0")
+# The recipe before the regularisers and then uniform sampling were chosen on eval_a (README, "Results"),
+# and one-change variants of it; `best_balanced` is the recipe before uniform sampling.
+PREVIOUS = (*BALANCED, "--frame_dropout", "0", "--input_dropout", "0", "--weight_decay", "0")
+VARIANTS = {"best": (), "best_balanced": BALANCED, "best_single_attention": ("--model", "single_attention"),
             "previous_best": PREVIOUS,
             "previous_best_no_mixup": (*PREVIOUS, "--mixup", "0"),
             "previous_best_dropout_0.5": (*PREVIOUS, "--dropout", str(RESEARCH_DROPOUT)),
-            "previous_best_frame_dropout_0.3": ("--input_dropout", "0", "--weight_decay", "0"),
-            "previous_best_input_dropout_0.2": ("--frame_dropout", "0", "--weight_decay", "0"),
-            "previous_best_weight_decay_0.1": ("--frame_dropout", "0", "--input_dropout", "0")}
-# Members differ in recipe, model and seed: the more their errors differ, the more the average gains.
-ENSEMBLE_MEMBERS = ("best", "previous_best", "previous_best_frame_dropout_0.3", "previous_best_dropout_0.5",
-                    "previous_best_no_mixup")
+            "previous_best_frame_dropout_0.3": (*BALANCED, "--input_dropout", "0", "--weight_decay", "0"),
+            "previous_best_input_dropout_0.2": (*BALANCED, "--frame_dropout", "0", "--weight_decay", "0"),
+            "previous_best_weight_decay_0.1": (*BALANCED, "--frame_dropout", "0", "--input_dropout", "0")}
+# Members differ in recipe, sampling, model and seed: the more their errors differ, the more the average gains.
+ENSEMBLE_MEMBERS = ("best", "best_balanced", "previous_best", "previous_best_frame_dropout_0.3",
+                    "previous_best_dropout_0.5", "previous_best_no_mixup")
 SEEDS = {"previous_best_no_mixup": 1, "previous_best_dropout_0.5": 2, "multi_head_attention": 3,
          "best_single_attention": 4}
 BASELINE = "previous_best"  # every run's mAP is also given as a paired difference from this run's

@@ -66,6 +66,9 @@ class TrainConfig:
                           choices=["default", "mirrored", "multi_worker"])
     cpu_replicas: int = _flag(0, "split the CPU into N logical devices")
     batch_size: int = _flag(500, "global batch size")  # as in the research code
+    # uniform chosen on eval_a (README, "Results"); the research code balances its batches
+    sampling: str = _flag("uniform", "training clips: uniform (each clip once per pass) or balanced (one clip "
+                                     "per class in turn, the research code's)", choices=["uniform", "balanced"])
     # 27 passes over bal_train; chosen on eval_a (README, "Results"): 1,000, 1,600 and 3,000 score lower
     steps: int = _flag(1_200, "training steps in all")
     # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
@@ -132,7 +135,7 @@ def upgrade(saved: dict) -> dict:
     """A config.json written before a field existed, in today's fields (the field's value before it existed)."""
     if "mixed_precision" in saved:
         saved = dict(saved, precision="mixed_float16" if saved.pop("mixed_precision") else "float32")
-    saved = {"steps_per_execution": 1, "weight_decay": 0.0, "label_smoothing": 0.0} | saved
+    saved = {"steps_per_execution": 1, "weight_decay": 0.0, "label_smoothing": 0.0, "sampling": "balanced"} | saved
     if isinstance(saved.get("model"), dict):
         saved["model"] = {"input_dropout": 0.0, "frame_dropout": 0.0} | saved["model"]
     return saved

@@ -241,7 +241,7 @@ def train(config: TrainConfig) -> str | None:
                       jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
     data = datasets.distributed_train_dataset(strategy, config.train_data, config.batch_size, config.seed,
-                                              mixup=config.mixup)
+                                              sampling=config.sampling, mixup=config.mixup)
     # Under MultiWorkerMirroredStrategy these callbacks write to temporary directories on non-chief workers.
     # BackupAndRestore empties DIR/backup when fit ends: a non-empty one means fit resumes, else starts at epoch 1.
     backup = os.path.join(config.model_dir, "backup")  # listed, not globbed: the path is literal

@@ -7,11 +7,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from beam_pipelines import layout
 from tfdata import schema
 
 
 def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks: int = 2,
-                   files_per_class: int = 1, seed: int = 0) -> dict:
+                   blocks_per_file: int = 64, seed: int = 0) -> dict:
+    """The Beam job's balanced layout (beam_pipelines.layout.class_plan: a class's clips in a random order,
+    cycled, in files of blocks_per_file blocks), written directly."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(shards_dir, "train"), exist_ok=True)
     class_files, blocks = [], 0
@@ -20,21 +23,21 @@ def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks
         if len(members) == 0:
             class_files.append([])
             continue
-        n_blocks = max(min_blocks, -(-len(members) // block_size))
+        plan = layout.class_plan(len(members), block_size, min_blocks, blocks_per_file)
+        n_blocks = plan[-1][1]
         order = np.concatenate([rng.permutation(members) for _ in range(-(-n_blocks * block_size // len(members)))])
         order = order[:n_blocks * block_size].reshape(n_blocks, block_size)
-        names = [f"train/class-{c:03d}-{s:05d}-of-{files_per_class:05d}.tfrecord" for s in range(files_per_class)]
-        writers = [tf.io.TFRecordWriter(os.path.join(shards_dir, n)) for n in names]
-        for b, rows in enumerate(order):
-            writers[b % files_per_class].write(schema.encode_block(
-                c, clips["embedding"][rows], clips["num_frames"][rows], clips["labels"][rows]))
-        for w in writers:
-            w.close()
+        names = [layout.class_file_name(c, s, len(plan)) for s in range(len(plan))]
+        for name, (first, end) in zip(names, plan):
+            with tf.io.TFRecordWriter(os.path.join(shards_dir, name)) as writer:
+                for rows in order[first:end]:
+                    writer.write(schema.encode_block(
+                        c, clips["embedding"][rows], clips["num_frames"][rows], clips["labels"][rows]))
         class_files.append(names)
         blocks += n_blocks
     counts = clips["labels"].sum(axis=0).astype(int).tolist()
     manifest = schema.Manifest(
-        args={"fixture": True}, input_records=len(clips["labels"]), written_clips=len(clips["labels"]), rejected=0,
+        args={"fixture": True, "blocks_per_file": blocks_per_file}, input_records=len(clips["labels"]), written_clips=len(clips["labels"]), rejected=0,
         rejected_reasons={}, class_counts=counts,
         splits={"train": {"layout": "balanced", "clips": len(clips["labels"]), "class_counts": counts,
                           "block_size": block_size, "blocks": blocks, "class_files": class_files,

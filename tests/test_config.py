@@ -21,12 +21,21 @@ def test_bad_optimiser_options_are_refused_with_the_flag_name(field, value, flag
 
 
 def test_a_config_written_before_a_field_existed_reads_as_that_field_off():
-    today = model_config.TrainConfig("s", "m", weight_decay=0.0,
+    today = model_config.TrainConfig("s", "m", weight_decay=0.0, sampling="balanced",
                                      model=model_config.ModelConfig(input_dropout=0.0, frame_dropout=0.0)).to_json()
     old = {k: v for k, v in today.items() if k not in ("weight_decay", "label_smoothing", "steps_per_execution",
-                                                       "precision")} | {"mixed_precision": False}
+                                                       "precision", "sampling")} | {"mixed_precision": False}
     old["model"] = {k: v for k, v in today["model"].items() if k not in ("input_dropout", "frame_dropout")}
-    assert model_config.upgrade(old) == today
+    assert model_config.upgrade(old) == today  # before --sampling, batches were class-balanced
+
+
+def test_sampling_is_uniform_unless_asked_for_balanced(tmp_path):
+    def sampling(*flags):
+        return model_config.parse_args(["--train_data", str(tmp_path), "--model_dir", str(tmp_path), *flags]).sampling
+
+    assert (sampling(), sampling("--sampling", "balanced")) == ("uniform", "balanced")
+    with pytest.raises(SystemExit):
+        sampling("--sampling", "random")
 
 
 @pytest.mark.parametrize("flag, value", [

@@ -1,5 +1,7 @@
-"""tfdata.train_dataset / eval_dataset: balance, reproducibility, every clip once, errors, distribution."""
+"""tfdata.train_dataset / eval_dataset: uniform and balanced sampling, reproducibility, every clip once, errors,
+distribution."""
 
+import collections
 import json
 import subprocess
 import sys
@@ -42,12 +44,13 @@ def single_label_shards(tmp_path_factory):
     cls = np.concatenate([np.arange(schema.NUM_CLASSES), rng.integers(0, 40, 4000 - schema.NUM_CLASSES)])
     clips["labels"] = np.eye(schema.NUM_CLASSES, dtype=np.uint8)[cls]  # 527 classes, 40 of them frequent
     out = tmp_path_factory.mktemp("single")
-    shard_fixtures.write_balanced(str(out), clips, block_size=16, min_blocks=2, files_per_class=2)
+    shard_fixtures.write_balanced(str(out), clips, block_size=16, min_blocks=2, blocks_per_file=4)
     return out, cls
 
 
-def test_element_spec(single_label_shards):
-    features, labels = next(iter(datasets.train_dataset(str(single_label_shards[0]), BATCH, seed=1)))
+@pytest.mark.parametrize("sampling", datasets.SAMPLINGS)
+def test_element_spec(single_label_shards, sampling):
+    features, labels = next(iter(datasets.train_dataset(str(single_label_shards[0]), BATCH, seed=1, sampling=sampling)))
     assert features["embedding"].dtype.name == "uint8" and features["embedding"].shape == (BATCH, 10, 128)
     assert features["num_frames"].dtype.name == "int32" and features["num_frames"].shape == (BATCH,)
     assert labels.dtype.name == "uint8" and labels.shape == (BATCH, schema.NUM_CLASSES)
@@ -58,7 +61,8 @@ def test_draws_are_balanced_like_the_research_generator(single_label_shards):
     batches = 300
     draws = np.zeros(schema.NUM_CLASSES, np.int64)  # labels are uint8: sum as int64
     distinct = []
-    for _, labels in datasets.train_dataset(str(shards), BATCH, seed=2).take(batches).as_numpy_iterator():
+    for _, labels in datasets.train_dataset(str(shards), BATCH, seed=2, sampling="balanced").take(
+            batches).as_numpy_iterator():
         per_class = labels.sum(axis=0, dtype=np.int64)
         draws += per_class
         distinct.append((per_class > 0).sum())
@@ -74,7 +78,8 @@ def test_draws_are_balanced_like_the_research_generator(single_label_shards):
 def test_rare_classes_are_repeated_and_frequent_ones_subsampled(single_label_shards):
     shards, cls = single_label_shards
     seen = {}
-    for features, labels in datasets.train_dataset(str(shards), BATCH, seed=3).take(60).as_numpy_iterator():
+    for features, labels in datasets.train_dataset(str(shards), BATCH, seed=3, sampling="balanced").take(
+            60).as_numpy_iterator():
         for e, c in zip(features["embedding"], labels.argmax(axis=1)):
             seen.setdefault(int(c), []).append(e.tobytes())
     rare = [c for c in range(40, schema.NUM_CLASSES)]  # one clip each
@@ -83,9 +88,73 @@ def test_rare_classes_are_repeated_and_frequent_ones_subsampled(single_label_sha
     assert all(len(set(seen[c])) > 40 for c in frequent)  # cycles through many of its clips
 
 
-def test_same_seed_same_batches(single_label_shards):
+@pytest.fixture(scope="module")
+def multi_label_shards(tmp_path_factory):
+    """Synthetic multi-label clips in small blocks and files: a clip is in several classes' files, and
+    the rare classes' last files hold their clips again."""
+    clips = next(synthetic.generate(synthetic.SyntheticConfig(num_clips=1500, seed=5)))
+    out = tmp_path_factory.mktemp("multi")
+    shard_fixtures.write_balanced(str(out), clips, block_size=8, min_blocks=3, blocks_per_file=2)
+    return out, clips
+
+
+def _clip_keys(clips) -> list[bytes]:
+    return [e.tobytes() + bytes([n]) + l.tobytes()
+            for e, n, l in zip(clips["embedding"], clips["num_frames"], clips["labels"])]
+
+
+def _one_pass(shards, seed, pipeline=0, pipelines=1) -> list[bytes]:
+    manifest = datasets.read_manifest(str(shards))
+    dataset = datasets._uniform_clips(str(shards), manifest, seed, pipeline, pipelines, 2, passes=1)
+    return [key for batch in dataset.batch(1000).as_numpy_iterator() for key in _clip_keys(batch)]
+
+
+def test_uniform_sampling_reads_every_clip_once_per_pass(multi_label_shards):
+    shards, clips = multi_label_shards
+    assert (clips["labels"].sum(axis=1) > 1).mean() > 0.3  # clips in several classes' files
+    expected = collections.Counter(_clip_keys(clips))
+    assert collections.Counter(_one_pass(shards, seed=0)) == expected
+    first, second = _one_pass(shards, seed=1, pipeline=0, pipelines=2), _one_pass(shards, seed=1, pipeline=1, pipelines=2)
+    assert collections.Counter(first + second) == expected  # two workers: each clip in one of them
+    assert 0.3 < len(first) / len(expected) < 0.7
+
+
+@pytest.mark.slow
+def test_uniform_sampling_reads_each_clip_of_the_beam_job_once_per_pass(beam_shards):
+    keys = _one_pass(beam_shards, seed=0)
+    manifest = json.loads((beam_shards / "manifest.json").read_text())
+    assert len(keys) == len(set(keys)) == manifest["splits"]["train"]["clips"]
+
+
+def test_uniform_sampling_draws_clips_as_often_as_each_other(single_label_shards):
+    shards, cls = single_label_shards
+    draws = np.zeros(schema.NUM_CLASSES, np.int64)
+    for _, labels in datasets.train_dataset(str(shards), BATCH, seed=4).take(40).as_numpy_iterator():
+        draws += labels.sum(axis=0, dtype=np.int64)
+    per_clip = draws / np.bincount(cls, minlength=schema.NUM_CLASSES)  # 20,000 draws of 4,000 clips: 5 passes
+    assert 4.5 < per_clip[40:].mean() < 5.5 and per_clip[40:].max() <= 12  # one clip each: not repeated as balanced
+    assert np.allclose(per_clip[:40], 5, atol=1.0)  # a frequent class: drawn as often as its clips
+
+
+def test_an_unknown_sampling_or_a_manifest_without_blocks_per_file_is_refused(tmp_path, single_label_shards):
+    import shutil
+
+    with pytest.raises(ValueError, match="sampling must be one of uniform, balanced, got 'random'"):
+        datasets.train_dataset(str(single_label_shards[0]), 8, sampling="random")
+    shards = tmp_path / "s"
+    shutil.copytree(single_label_shards[0], shards)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    (shards / "manifest.json").write_text(json.dumps(manifest | {"args": {}}))
+    with pytest.raises(datasets.ShardsError, match="does not say --blocks_per_file; rebuild the shards"):
+        datasets.train_dataset(str(shards), 8)
+    datasets.train_dataset(str(shards), 8, sampling="balanced")  # balanced batches need no more
+
+
+@pytest.mark.parametrize("sampling", datasets.SAMPLINGS)
+def test_same_seed_same_batches(single_label_shards, sampling):
     def first(seed):
-        return [l for _, l in datasets.train_dataset(str(single_label_shards[0]), 128, seed=seed).take(5).as_numpy_iterator()]
+        return [l for _, l in datasets.train_dataset(str(single_label_shards[0]), 128, seed=seed,
+                                                     sampling=sampling).take(5).as_numpy_iterator()]
 
     a, b, c = first(7), first(7), first(8)
     assert all((x == y).all() for x, y in zip(a, b))

@@ -28,7 +28,10 @@ def test_research_runs_use_the_research_recipe_and_best_the_defaults():
     previous = config("previous_best")
     assert (previous.weight_decay, previous.model.input_dropout, previous.model.frame_dropout) == (0, 0, 0)
     assert previous.model.dropout == zoo.ModelConfig().dropout and previous.mixup == trainer.TrainConfig("s", "m").mixup
-    assert config("best") == trainer.TrainConfig("s", "m")
+    assert config("best") == trainer.TrainConfig("s", "m") and config("best").sampling == "uniform"
+    assert config("best_balanced") == trainer.TrainConfig("s", "m", sampling="balanced")
+    assert {config(run).sampling for run in quality.VARIANTS if run.startswith("previous_best")} == {"balanced"}
+    assert research.sampling == "balanced"  # the research code's balanced batches
     assert config("multi_head_attention").model.name == "multi_head_attention"
     assert len({config(run) for run in quality.ENSEMBLE_MEMBERS}) == len(quality.ENSEMBLE_MEMBERS)  # all differ
     with pytest.raises(ValueError, match="unknown run 'nope'"):
@@ -120,7 +123,7 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
     assert "holdout" not in manifest["splits"]  # all of --input trains; --eval_input validates
     holdout = json.loads((work / "eval_shards" / "manifest.json").read_text())["written_clips"]
     assert holdout > 100
-    for run in quality.ENSEMBLE_MEMBERS:  # best and previous_best
+    for run in quality.ENSEMBLE_MEMBERS:  # best and best_balanced
         summary = json.loads((work / "results" / f"{run}.json").read_text())
         for name in ("final", "snapshots"):
             m = summary[name]
@@ -131,8 +134,8 @@ def test_quality_command_on_a_slice_of_real_data(tmp_path, audioset_dir, capsys,
         assert summary["exported_weights"] in ("raw", "ema")
         assert summary["eval_data"] == str(audioset_dir / "eval_a" / "a*.tfrecord")
         assert summary["snapshots"]["num_models"] == 2 and len(summary["validation_mAP"]) == 2
-    assert json.loads((work / "results" / "previous_best.json").read_text())["train_args"][:2] == [
-        *quality.VARIANTS["previous_best"][:2]]
+    assert json.loads((work / "results" / "best_balanced.json").read_text())["train_args"][:2] == [
+        *quality.VARIANTS["best_balanced"]]
     # The ensemble is one SavedModel whose scores are the mean of its members' scores.
     ensemble = json.loads((work / "results" / "ensemble.json").read_text())
     assert ensemble["members"] == list(quality.ENSEMBLE_MEMBERS) and ensemble["final"]["num_models"] == 1

@@ -1,13 +1,22 @@
-"""The tf.data input: class-balanced training batches and every-clip-once evaluation batches.
+"""The tf.data input: uniform or class-balanced training batches and every-clip-once evaluation batches.
 
 Training reads the balanced shards that beam_pipelines.build_shards writes: per class, blocks of
-K clips that carry that class. One dataset per class cycles through its blocks (file order and a
-small buffer of blocks reshuffled on every pass); a round-robin over the 527 class datasets takes
-one block from each; one gather turns those 527 blocks into K "rounds" of 527 clips, one clip per
-class in a fresh random class order per round; `rebatch` cuts the stream into batches. A batch of
-500 therefore draws about one clip per class, the next clip of each class's shuffled cycle, as the
-research code's balanced generator does, while tf.data moves blocks rather than single clips.
-Memory depends on K and the shuffle buffer, not on the size of the data.
+K clips that carry that class (a clip is in the files of each of its classes; a small class's last
+file also holds its clips again, cycled). Two samplings read them:
+
+- uniform (train.py's default, chosen on eval_a): every clip once per pass. A clip is read from the
+  files of its lowest class index only, and only from its class's first cycle (the first
+  class_counts[c] clip positions of the class's files, in file order), so each distinct clip is kept
+  exactly once; the files are read in a fresh order on every pass, several at a time, and the clips
+  go through a shuffle buffer of UNIFORM_SHUFFLE_CLIPS.
+- balanced (the research code's): one dataset per class cycles through its blocks (file order and
+  a small buffer of blocks reshuffled on every pass); a round-robin over the 527 class datasets
+  takes one block from each; one gather turns those 527 blocks into K "rounds" of 527 clips, one
+  clip per class in a fresh random class order per round. A batch of 500 therefore draws about one
+  clip per class, the next clip of each class's shuffled cycle, as the research code's balanced
+  generator does, while tf.data moves blocks rather than single clips.
+
+Memory depends on K and the shuffle buffers, not on the size of the data.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ MANIFEST = schema.MANIFEST_FILE
 CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K clips in memory
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
 READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (docs/benchmarks.md, "Input pipeline")
+SAMPLINGS = ("uniform", "balanced")
+UNIFORM_SHUFFLE_CLIPS = 16_384  # uniform sampling's shuffle buffer: 22 MB of clips, 3/4 of bal_train
+UNIFORM_OPEN_FILES = 32  # files read at once, a block from each in turn, by uniform sampling
 
 
 ShardsError = schema.ShardsError
@@ -50,23 +62,86 @@ def _raw_tfrecords(path: str) -> str | None:
     return pattern if pattern.endswith(".tfrecord") and tf.io.gfile.glob(pattern) else None
 
 
-def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, mixup: float = 0.0,
-                  input_pipeline_id: int = 0, num_input_pipelines: int = 1,
+def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, sampling: str = "uniform",
+                  mixup: float = 0.0, input_pipeline_id: int = 0, num_input_pipelines: int = 1,
                   read_threads: int = READ_THREADS) -> tf.data.Dataset:
-    """Endless class-balanced batches `({"embedding": uint8 [B,10,128], "num_frames": int32 [B]}, uint8 [B,527])`.
+    """Endless batches `({"embedding": uint8 [B,10,128], "num_frames": int32 [B]}, uint8 [B,527])`, sampled
+    uniformly or class-balanced (see the module docstring).
 
-    With several input pipelines (workers), each reads its own subset of the files of every class
-    that has at least as many files as pipelines, and all use different random orders. With
+    With several input pipelines (workers), each reads its own subset of the files (balanced: of every
+    class that has at least as many files as pipelines), and all use different random orders. With
     mixup > 0 every clip is mixed with another clip of its batch (see `_mixup`; labels become float32).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     manifest = read_manifest(shards_dir)
     split = manifest["splits"].get("train")
     if split is None or split["layout"] != "balanced":
         raise ShardsError(f"{shards_dir}: no balanced 'train' split (splits: {', '.join(manifest['splits'])})")
-    k = split["block_size"]
     seed = None if seed is None else seed * 1_000_003 + input_pipeline_id
+    if sampling == "uniform":
+        dataset = _uniform_clips(shards_dir, manifest, seed, input_pipeline_id, num_input_pipelines, read_threads)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = _balanced_clips(shards_dir, split, seed, input_pipeline_id, num_input_pipelines, read_threads)
+        dataset = dataset.rebatch(batch_size, drop_remainder=True)
+    if mixup > 0:
+        mix_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, mix_seeds)).map(
+            lambda batch, s: _mixup(batch, s, mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(_to_features).prefetch(tf.data.AUTOTUNE)
+
+
+def _uniform_clips(shards_dir: str, manifest: dict, seed: int | None, input_pipeline_id: int,
+                   num_input_pipelines: int, read_threads: int, passes: int = 2 ** 62) -> tf.data.Dataset:
+    """Single clips {embedding [10,128], num_frames [], labels [527]}, endless: each clip of the split once
+    per pass, shuffled (module docstring)."""
+    split = manifest["splits"]["train"]
+    k = split["block_size"]
+    blocks_per_file = manifest["args"].get("blocks_per_file")
+    if not blocks_per_file:
+        raise ShardsError(f"{shards_dir}: the manifest does not say --blocks_per_file; rebuild the shards")
+    # Each file's class, the position of its first clip in its class's sequence, and the blocks to
+    # read: those that hold a clip of the first cycle (beam_pipelines.layout.class_plan).
+    entries = []
+    for c, files in enumerate(split["class_files"]):
+        for i, name in enumerate(files):
+            first = i * blocks_per_file * k
+            blocks = min(blocks_per_file, -(-(split["class_counts"][c] - first) // k))
+            if blocks > 0:
+                entries.append((os.path.join(shards_dir, name), c, first, split["class_counts"][c], blocks))
+    if len(entries) >= num_input_pipelines:
+        entries = entries[input_pipeline_id::num_input_pipelines]
+    paths, *numbers = zip(*entries)
+    paths = tf.constant(paths)
+    classes, firsts, counts, blocks = (tf.constant(column, tf.int64) for column in numbers)
+    file_seed = tf.constant(0 if seed is None else seed, tf.int64)
+
+    def own_clips(f: tf.Tensor) -> tf.data.Dataset:
+        """File f's clips that are read from it: first cycle, and f's class is their lowest."""
+        def keep(j, serialized):
+            block = schema.decode_blocks(serialized[None], k)  # each [1, K, ...]
+            position = firsts[f] + j * k + tf.range(k, dtype=tf.int64)  # [K]
+            lowest = tf.argmax(block[schema.LABELS_KEY][0], axis=1, output_type=tf.int64)  # [K]: first label
+            kept = (position < counts[f]) & tf.equal(lowest, classes[f])  # [K]
+            return {key: tf.boolean_mask(block[key][0], kept)
+                    for key in ("embedding", "num_frames", schema.LABELS_KEY)}  # each [kept, ...]
+        records = tf.data.TFRecordDataset(paths[f], buffer_size=READ_BUFFER_BYTES).take(blocks[f])
+        return records.enumerate().map(keep).unbatch()
+
+    orders = tf.data.Dataset.range(passes).map(
+        lambda p: _shuffled(tf.range(len(entries)), tf.stack([file_seed, p]), seed is None))
+    clips = orders.unbatch().interleave(own_clips, cycle_length=UNIFORM_OPEN_FILES, block_length=k,
+                                        num_parallel_calls=read_threads, deterministic=True)
+    return clips.shuffle(UNIFORM_SHUFFLE_CLIPS, seed=seed)
+
+
+def _balanced_clips(shards_dir: str, split: dict, seed: int | None, input_pipeline_id: int,
+                    num_input_pipelines: int, read_threads: int) -> tf.data.Dataset:
+    """Endless rounds of one clip per class, each a dict of [K*C, ...] tensors (module docstring)."""
+    k = split["block_size"]
     class_files = []
     for files in split["class_files"]:
         if len(files) >= num_input_pipelines:
@@ -91,14 +166,8 @@ def train_dataset(shards_dir: str, batch_size: int, seed: int | None = None, *, 
                                 num_parallel_calls=read_threads, deterministic=True)
     rounds = blocks.batch(num_classes)  # [C] serialized blocks
     round_seeds = tf.data.Dataset.random(seed=seed).batch(2)  # [2] int64: stateless seed per C blocks
-    dataset = tf.data.Dataset.zip((rounds, round_seeds)).map(
+    return tf.data.Dataset.zip((rounds, round_seeds)).map(
         lambda serialized, s: _interleave_classes(serialized, s, k, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.rebatch(batch_size, drop_remainder=True)
-    if mixup > 0:
-        mix_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, mix_seeds)).map(
-            lambda batch, s: _mixup(batch, s, mixup), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.map(_to_features).prefetch(tf.data.AUTOTUNE)
 
 
 def _mixup(batch: dict, seed: tf.Tensor, alpha: float) -> dict:
@@ -145,14 +214,15 @@ def _to_features(batch: dict) -> tuple[dict, tf.Tensor]:
 
 
 def distributed_train_dataset(strategy: tf.distribute.Strategy, shards_dir: str, global_batch_size: int,
-                              seed: int | None = None, *, mixup: float = 0.0):
+                              seed: int | None = None, *, sampling: str = "uniform", mixup: float = 0.0):
     """train_dataset per replica via `distribute_datasets_from_function`; each input pipeline reads its own part."""
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {global_batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return train_dataset(shards_dir, context.get_per_replica_batch_size(global_batch_size), seed, mixup=mixup,
+        return train_dataset(shards_dir, context.get_per_replica_batch_size(global_batch_size), seed,
+                             sampling=sampling, mixup=mixup,
                              input_pipeline_id=context.input_pipeline_id,
                              num_input_pipelines=context.num_input_pipelines)
 
