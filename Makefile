@@ -41,7 +41,8 @@ demo: $(STAMP)
 	$(PY) -m beam_pipelines.build_shards --input '$(DEMO_DIR)/audioset/*.tfrecord' --output_dir $(DEMO_DIR)/shards \
 		--holdout_fraction 0.1
 	$(PY) train.py --train_data $(DEMO_DIR)/shards --model_dir $(DEMO_DIR)/model --model feature_attention \
-		--hidden_units 256 --steps 300 --steps_per_epoch 100 --eval_data $(DEMO_DIR)/shards/holdout --seed 0
+		--hidden_units 256 --steps 300 --steps_per_epoch 100 --eval_data $(DEMO_DIR)/shards/holdout --seed 0 \
+		--sampling balanced
 	$(PY) evaluate.py --saved_model $(DEMO_DIR)/model/saved_model --data $(DEMO_DIR)/shards/holdout \
 		--output_dir $(DEMO_DIR)/results --train_manifest $(DEMO_DIR)/shards/manifest.json
 	$(PY) predict.py --saved_model $(DEMO_DIR)/model/saved_model --input '$(DEMO_DIR)/audioset/A*.tfrecord' --top_k 3 \

@@ -3,13 +3,14 @@
     python -m benchmarks input --work_dir /tmp/bench --num_clips 20000 [--memory] [--json OUT.json]
 
 In one process run, side by side on the same clips:
-  (a) tfdata.train_dataset on shards built by beam_pipelines.build_shards (uint8 batches of 500),
-      pulled from Python and (a') pulled inside a tf.function, as Keras `fit` pulls batches;
+  (a) tfdata.train_dataset with balanced sampling on shards built by beam_pipelines.build_shards (uint8
+      batches of 500), pulled from Python and (a') pulled inside a tf.function, as Keras `fit` pulls
+      batches, and (a'') with uniform sampling (train.py's default), inside a tf.function;
   (b) the research code's balanced generator (Kong et al. 2018) re-implemented over the clips in RAM:
       a queue of shuffled class ids, the next clip of each drawn class, numpy gather, (x - 128) / 128;
   (c) eval_dataset over the original SequenceExample files (batched, vectorized parse) against
       parsing them one record at a time, with our parser and with tf.io.parse_single_sequence_example.
-With --memory, the peak resident memory of train_dataset over 1x and 10x the data (subprocesses).
+With --memory, the peak resident memory of train_dataset (balanced) over 1x and 10x the data (subprocesses).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def prepare(work_dir: str, num_clips: int, seed: int = 0) -> tuple[str, str]:
 def peak_memory_mb(shards: str, batches: int) -> float:
     """Max RSS of a fresh process that reads `batches` batches of train_dataset."""
     code = (f"import resource; from tfdata import datasets\n"
-            f"it = iter(datasets.train_dataset({shards!r}, {BATCH}, seed=0))\n"
+            f"it = iter(datasets.train_dataset({shards!r}, {BATCH}, seed=0, sampling='balanced'))\n"
             f"for _ in range({batches}): next(it)\n"
             f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
@@ -134,16 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     x = np.concatenate([b["embedding"] for b in clips])
     y = np.concatenate([b["labels"] for b in clips])
     warmup = max(args.batches // 5, 50)
-    ours = clips_per_second(iter(datasets.train_dataset(shards, BATCH, seed=0)), args.batches, warmup)
-    in_graph = clips_per_second_in_graph(datasets.train_dataset(shards, BATCH, seed=0), args.batches, warmup)
+    balanced = datasets.train_dataset(shards, BATCH, seed=0, sampling="balanced")
+    ours = clips_per_second(iter(balanced), args.batches, warmup)
+    in_graph = clips_per_second_in_graph(balanced, args.batches, warmup)
+    uniform = clips_per_second_in_graph(datasets.train_dataset(shards, BATCH, seed=0), args.batches, warmup)
     research = clips_per_second(research_generator(x, y, BATCH), args.batches, warmup)
     print(f"train input, {args.num_clips} clips, batches of {BATCH}:")
-    print(f"  (a) tfdata.train_dataset on Beam shards, pulled from Python   {ours:10.0f} clips/s")
+    print(f"  (a) tfdata.train_dataset, balanced, pulled from Python        {ours:10.0f} clips/s")
     print(f"  (a') the same, pulled inside a tf.function as Keras fit does  {in_graph:10.0f} clips/s")
+    print(f"  (a'') uniform sampling (train.py's default), in a tf.function {uniform:10.0f} clips/s")
     print(f"  (b) research balanced generator, in RAM                       {research:10.0f} clips/s")
     print(f"  ratio (a) / (b)                                               {ours / research:10.2f}   (goal >= 1.5)")
     print(f"  ratio (a') / (b)                                              {in_graph / research:10.2f}   (goal >= 1.5)")
-    results = {"train_clips_per_s": ours, "train_in_graph_clips_per_s": in_graph, "research_clips_per_s": research}
+    results = {"train_clips_per_s": ours, "train_in_graph_clips_per_s": in_graph,
+               "train_uniform_in_graph_clips_per_s": uniform, "research_clips_per_s": research}
 
     files = readers.list_files(f"{data}/*.tfrecord")
     batched = datasets.eval_dataset(f"{data}/*.tfrecord", 1024)

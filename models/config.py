@@ -54,9 +54,9 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are our recipe (README, "Results"): the research recipe (Adam, batch 500, balanced batches,
-    3 x 1024 trunk) with dropout 0.2, input dropout 0.2, frame dropout 0.3, learning rate 3e-3 on a cosine
-    schedule, decoupled weight decay 0.1, mixup 0.5 and EMA 0.99.
+    """Defaults are our recipe (README, "Results"): the research recipe (Adam, batch 500, 3 x 1024 trunk) with
+    uniform sampling instead of class-balanced batches, dropout 0.2, input dropout 0.2, frame dropout 0.3,
+    learning rate 3e-3 on a cosine schedule, decoupled weight decay 0.1, mixup 0.5 and EMA 0.99.
     Every field is a train.py flag of the same name (the model's fields too), with the help in its metadata."""
     train_data: str = _flag(help="shards directory written by beam_pipelines.build_shards")
     model_dir: str = _flag(help="checkpoints, logs, history.csv and the export")
