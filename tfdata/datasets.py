@@ -32,7 +32,7 @@ CLASS_SHUFFLE_BLOCKS = 4  # blocks buffered per class for shuffling: 527 x 4 x K
 READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at once
 READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (docs/benchmarks.md, "Input pipeline")
 SAMPLINGS = ("uniform", "balanced")
-UNIFORM_SHUFFLE_CLIPS = 16_384  # uniform sampling's shuffle buffer: 22 MB of clips, 3/4 of bal_train
+UNIFORM_SHUFFLE_CLIPS = 16_384  # uniform sampling's shuffle buffer (at most): 22 MB of clips, 3/4 of bal_train
 UNIFORM_OPEN_FILES = 32  # files read at once, a block from each in turn, by uniform sampling
 
 
@@ -135,7 +135,8 @@ def _uniform_clips(shards_dir: str, manifest: dict, seed: int | None, input_pipe
         lambda p: _shuffled(tf.range(len(entries)), tf.stack([file_seed, p]), seed is None))
     clips = orders.unbatch().interleave(own_clips, cycle_length=UNIFORM_OPEN_FILES, block_length=k,
                                         num_parallel_calls=read_threads, deterministic=True)
-    return clips.shuffle(UNIFORM_SHUFFLE_CLIPS, seed=seed)
+    # A buffer larger than a pass would only delay the first batch (small data: tests, demos).
+    return clips.shuffle(min(UNIFORM_SHUFFLE_CLIPS, max(1, split["clips"] // num_input_pipelines)), seed=seed)
 
 
 def _balanced_clips(shards_dir: str, split: dict, seed: int | None, input_pipeline_id: int,
