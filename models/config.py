@@ -69,7 +69,8 @@ class TrainConfig:
     # uniform chosen on eval_a (README, "Results"); the research code balances its batches
     sampling: str = _flag("uniform", "training clips: uniform (each clip once per pass) or balanced (one clip "
                                      "per class in turn, the research code's)", choices=["uniform", "balanced"])
-    # 27 passes over bal_train; chosen on eval_a (README, "Results"): 1,000, 1,600 and 3,000 score lower
+    # 27 passes over bal_train; chosen on eval_a with balanced batches (README, "Results"): 1,000, 1,600 and
+    # 3,000 scored lower
     steps: int = _flag(1_200, "training steps in all")
     # Keras "epoch": checkpoint, log and (with eval_data) evaluation interval
     steps_per_epoch: int = _flag(200, "steps between checkpoints, logs and evaluations", aliases=("--eval_every",))
