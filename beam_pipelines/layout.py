@@ -18,20 +18,6 @@ from tfdata import schema
 BALANCED_COLUMNS = ("uid", "file", "position", "embedding", "num_frames", schema.LABELS_KEY)
 
 
-def class_plan(num_clips: int, block_size: int, min_blocks: int, blocks_per_file: int) -> list[tuple[int, int]]:
-    """[(first block, end block)] per file of a class with num_clips distinct clips.
-
-    The class gets max(min_blocks, ceil(num_clips / K)) blocks and one file per blocks_per_file
-    blocks of its own clips (at least one); the last file takes the remaining blocks, so all the
-    cycled repeats of a rare class are in its last file.
-    """
-    own_blocks = -(-num_clips // block_size)
-    total = max(min_blocks, own_blocks)
-    files = max(1, -(-own_blocks // blocks_per_file))
-    bounds = [(s * blocks_per_file, (s + 1) * blocks_per_file) for s in range(files - 1)]
-    return bounds + [((files - 1) * blocks_per_file, total)]
-
-
 def class_sequence(part: dict, class_index: int, seed: int, length: int) -> np.ndarray:
     """Row indices of the class's clips in block order: the clips in a pseudo-random order (a hash of
     seed, class, video id and start time; ties by file and position), then again in a fresh order,
@@ -58,7 +44,7 @@ def write_class_files(output_dir: str, class_index: int, part: dict, seed: int, 
     n = clips.num_rows(part)
     if n == 0:
         return []
-    plan = class_plan(n, block_size, min_blocks, blocks_per_file)
+    plan = schema.class_plan(n, block_size, min_blocks, blocks_per_file)
     sequence = class_sequence(part, class_index, seed, plan[-1][1] * block_size)
     tf.io.gfile.makedirs(os.path.join(output_dir, "train"))
     written = []

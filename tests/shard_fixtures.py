@@ -13,7 +13,7 @@ from tfdata import schema
 
 def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks: int = 2,
                    blocks_per_file: int = 64, seed: int = 0) -> dict:
-    """The Beam job's balanced layout (beam_pipelines.layout.class_plan: a class's clips in a random order,
+    """The Beam job's balanced layout (schema.class_plan: a class's clips in a random order,
     cycled, in files of blocks_per_file blocks), written directly."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(shards_dir, "train"), exist_ok=True)
@@ -23,7 +23,7 @@ def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks
         if len(members) == 0:
             class_files.append([])
             continue
-        plan = layout.class_plan(len(members), block_size, min_blocks, blocks_per_file)
+        plan = schema.class_plan(len(members), block_size, min_blocks, blocks_per_file)
         n_blocks = plan[-1][1]
         order = np.concatenate([rng.permutation(members) for _ in range(-(-n_blocks * block_size // len(members)))])
         order = order[:n_blocks * block_size].reshape(n_blocks, block_size)
@@ -37,8 +37,8 @@ def write_balanced(shards_dir: str, clips: dict, block_size: int = 8, min_blocks
         blocks += n_blocks
     counts = clips["labels"].sum(axis=0).astype(int).tolist()
     manifest = schema.Manifest(
-        args={"fixture": True, "blocks_per_file": blocks_per_file}, input_records=len(clips["labels"]), written_clips=len(clips["labels"]), rejected=0,
-        rejected_reasons={}, class_counts=counts,
+        args={"fixture": True, "blocks_per_file": blocks_per_file}, input_records=len(clips["labels"]),
+        written_clips=len(clips["labels"]), rejected=0, rejected_reasons={}, class_counts=counts,
         splits={"train": {"layout": "balanced", "clips": len(clips["labels"]), "class_counts": counts,
                           "block_size": block_size, "blocks": blocks, "class_files": class_files,
                           "files": [f for files in class_files for f in files]}})

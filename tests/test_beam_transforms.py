@@ -346,13 +346,6 @@ def test_manifest_refuses_counts_that_do_not_add_up():
 
 # --- Beam-free functions --------------------------------------------------------------------------
 
-def test_class_plan_splits_big_classes_and_pads_rare_ones():
-    assert layout.class_plan(1, block_size=64, min_blocks=8, blocks_per_file=64) == [(0, 8)]
-    assert layout.class_plan(64 * 64, 64, 8, 64) == [(0, 64)]
-    assert layout.class_plan(64 * 64 + 1, 64, 8, 64) == [(0, 64), (64, 65)]
-    assert layout.class_plan(10 * 64 * 64 - 5, 64, 8, 64) == [(s * 64, s * 64 + 64) for s in range(10)]
-
-
 def test_class_sequence_cycles_through_all_clips_in_fresh_orders():
     n = 7
     part = {"uid": np.arange(100, 100 + n, dtype=np.uint64), "file": np.zeros(n, int), "position": np.arange(n)}

@@ -136,7 +136,7 @@ def test_uniform_sampling_draws_clips_as_often_as_each_other(single_label_shards
     assert np.allclose(per_clip[:40], 5, atol=1.0)  # a frequent class: drawn as often as its clips
 
 
-def test_an_unknown_sampling_or_a_manifest_without_blocks_per_file_is_refused(tmp_path, single_label_shards):
+def test_an_unknown_sampling_or_a_manifest_that_does_not_match_its_files_is_refused(tmp_path, single_label_shards):
     import shutil
 
     with pytest.raises(ValueError, match="sampling must be one of uniform, balanced, got 'random'"):
@@ -147,6 +147,9 @@ def test_an_unknown_sampling_or_a_manifest_without_blocks_per_file_is_refused(tm
     (shards / "manifest.json").write_text(json.dumps(manifest | {"args": {}}))
     with pytest.raises(datasets.ShardsError, match="does not say --blocks_per_file; rebuild the shards"):
         datasets.train_dataset(str(shards), 8)
+    (shards / "manifest.json").write_text(json.dumps(manifest | {"args": {"blocks_per_file": 1}}))
+    with pytest.raises(datasets.ShardsError, match="class 0 has 2 files where .* make [0-9]+; rebuild the shards"):
+        datasets.train_dataset(str(shards), 8)  # files of another --blocks_per_file: would misread positions
     datasets.train_dataset(str(shards), 8, sampling="balanced")  # balanced batches need no more
 
 

@@ -109,3 +109,10 @@ def test_manifest_refuses_an_unfinished_or_other_version_run(tmp_path):
     (tmp_path / schema.MANIFEST_FILE).write_text(json.dumps({"schema_version": 1, "complete": True}))
     with pytest.raises(schema.ShardsError, match="schema version 1"):
         schema.Manifest.read(str(tmp_path))
+
+
+def test_class_plan_splits_big_classes_and_pads_rare_ones():
+    assert schema.class_plan(1, block_size=64, min_blocks=8, blocks_per_file=64) == [(0, 8)]
+    assert schema.class_plan(64 * 64, 64, 8, 64) == [(0, 64)]
+    assert schema.class_plan(64 * 64 + 1, 64, 8, 64) == [(0, 64), (64, 65)]
+    assert schema.class_plan(10 * 64 * 64 - 5, 64, 8, 64) == [(s * 64, s * 64 + 64) for s in range(10)]

@@ -33,7 +33,7 @@ READ_BUFFER_BYTES = 256 << 10  # per open class file: 527 of them are open at on
 READ_THREADS = 2  # threads reading the class streams, in the same round-robin order (docs/benchmarks.md, "Input pipeline")
 SAMPLINGS = ("uniform", "balanced")
 UNIFORM_SHUFFLE_CLIPS = 16_384  # uniform sampling's shuffle buffer (at most): 22 MB of clips, 3/4 of bal_train
-UNIFORM_OPEN_FILES = 32  # files read at once, a block from each in turn, by uniform sampling
+UNIFORM_OPEN_FILES = 32  # files read at once by uniform sampling, each decoded whole (<= 64 blocks, 8 MB)
 
 
 ShardsError = schema.ShardsError
@@ -104,14 +104,15 @@ def _uniform_clips(shards_dir: str, manifest: dict, seed: int | None, input_pipe
     if not blocks_per_file:
         raise ShardsError(f"{shards_dir}: the manifest does not say --blocks_per_file; rebuild the shards")
     # Each file's class, the position of its first clip in its class's sequence, and the blocks to
-    # read: those that hold a clip of the first cycle (beam_pipelines.layout.class_plan).
+    # read: those that hold a clip of the first cycle (schema.class_plan; min_blocks 1 leaves no repeats).
     entries = []
-    for c, files in enumerate(split["class_files"]):
-        for i, name in enumerate(files):
-            first = i * blocks_per_file * k
-            blocks = min(blocks_per_file, -(-(split["class_counts"][c] - first) // k))
-            if blocks > 0:
-                entries.append((os.path.join(shards_dir, name), c, first, split["class_counts"][c], blocks))
+    for c, (files, n) in enumerate(zip(split["class_files"], split["class_counts"])):
+        plan = schema.class_plan(n, k, 1, blocks_per_file) if n else []
+        if len(plan) != len(files):
+            raise ShardsError(f"{shards_dir}: class {c} has {len(files)} files where {n} clips in blocks of {k}, "
+                              f"{blocks_per_file} blocks a file, make {len(plan)}; rebuild the shards")
+        entries += [(os.path.join(shards_dir, name), c, first * k, n, end - first)
+                    for name, (first, end) in zip(files, plan)]
     if len(entries) >= num_input_pipelines:
         entries = entries[input_pipeline_id::num_input_pipelines]
     paths, *numbers = zip(*entries)
@@ -121,15 +122,18 @@ def _uniform_clips(shards_dir: str, manifest: dict, seed: int | None, input_pipe
 
     def own_clips(f: tf.Tensor) -> tf.data.Dataset:
         """File f's clips that are read from it: first cycle, and f's class is their lowest."""
-        def keep(j, serialized):
-            block = schema.decode_blocks(serialized[None], k)  # each [1, K, ...]
-            position = firsts[f] + j * k + tf.range(k, dtype=tf.int64)  # [K]
-            lowest = tf.argmax(block[schema.LABELS_KEY][0], axis=1, output_type=tf.int64)  # [K]: first label
-            kept = (position < counts[f]) & tf.equal(lowest, classes[f])  # [K]
-            return {key: tf.boolean_mask(block[key][0], kept)
-                    for key in ("embedding", "num_frames", schema.LABELS_KEY)}  # each [kept, ...]
+        def keep(serialized):  # [N] blocks: the file's blocks to read, decoded at once
+            block = schema.decode_blocks(serialized, k)  # each [N, K, ...]
+            position = firsts[f] + tf.range(tf.size(serialized, out_type=tf.int64) * k)  # [N*K]
+            labels = tf.reshape(block[schema.LABELS_KEY], [-1, schema.NUM_CLASSES])  # [N*K, 527]
+            lowest = tf.argmax(labels, axis=1, output_type=tf.int64)  # [N*K]: first label
+            kept = (position < counts[f]) & tf.equal(lowest, classes[f])  # [N*K]
+            return {"embedding": tf.boolean_mask(tf.reshape(block["embedding"], [-1, schema.NUM_FRAMES,
+                                                                                schema.EMBEDDING_DIM]), kept),
+                    "num_frames": tf.boolean_mask(tf.reshape(block["num_frames"], [-1]), kept),
+                    schema.LABELS_KEY: tf.boolean_mask(labels, kept)}  # each [kept, ...]
         records = tf.data.TFRecordDataset(paths[f], buffer_size=READ_BUFFER_BYTES).take(blocks[f])
-        return records.enumerate().map(keep).unbatch()
+        return records.batch(blocks[f]).map(keep).unbatch()
 
     orders = tf.data.Dataset.range(passes).map(
         lambda p: _shuffled(tf.range(len(entries)), tf.stack([file_seed, p]), seed is None))

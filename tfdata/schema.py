@@ -526,6 +526,21 @@ def encode_block(class_index: int, embedding: np.ndarray, num_frames: np.ndarray
                      packed.tobytes(), embedding.tobytes()])
 
 
+def class_plan(num_clips: int, block_size: int, min_blocks: int, blocks_per_file: int) -> list[tuple[int, int]]:
+    """[(first block, end block)] per file of a class with num_clips distinct clips (the balanced layout's
+    files, written by beam_pipelines.layout, read by tfdata.datasets' uniform sampling).
+
+    The class gets max(min_blocks, ceil(num_clips / K)) blocks and one file per blocks_per_file
+    blocks of its own clips (at least one); the last file takes the remaining blocks, so all the
+    cycled repeats of a rare class are in its last file.
+    """
+    own_blocks = -(-num_clips // block_size)
+    total = max(min_blocks, own_blocks)
+    files = max(1, -(-own_blocks // blocks_per_file))
+    bounds = [(s * blocks_per_file, (s + 1) * blocks_per_file) for s in range(files - 1)]
+    return bounds + [((files - 1) * blocks_per_file, total)]
+
+
 _UNPACK_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # [256, 8]: byte -> its bits
 
 
